@@ -1,0 +1,72 @@
+"""What every resolver may use during one operation: the database, the clock and the caller."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from strawberry.dataloader import DataLoader
+
+from graph.errors import Forbidden, Unauthenticated
+from resolvers import records
+from resolvers.store import Database
+from resolvers.threats import threats_by_ids
+
+
+class Role(Enum):
+    CRAWLER = "crawler"
+    ADMIN = "admin"
+
+
+_TOKEN_VARIABLE = {Role.CRAWLER: "VAJRA_CRAWLER_TOKEN", Role.ADMIN: "VAJRA_ADMIN_TOKEN"}
+
+
+@dataclass(frozen=True)
+class Tokens:
+    crawler: str | None = None
+    admin: str | None = None
+
+    def require(self, role: Role, authorization: str | None) -> None:
+        """Raise unless `authorization` carries a token that grants `role`."""
+        accepted = [self.admin] if role is Role.ADMIN else [self.crawler, self.admin]
+        configured = [t for t in accepted if t]
+        if not configured:
+            raise Forbidden(
+                f"this mutation is disabled: set {_TOKEN_VARIABLE[role]} on the server to enable it"
+            )
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("send 'Authorization: Bearer <token>' to use this mutation")
+        token = token.strip()
+        if any(hmac.compare_digest(token, t) for t in configured):
+            return
+        known = [t for t in (self.crawler, self.admin) if t]
+        if any(hmac.compare_digest(token, t) for t in known):
+            raise Forbidden(f"this token does not have the {role.value} role")
+        raise Unauthenticated("the bearer token is not valid")
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class Context:
+    db: Database
+    tokens: Tokens = field(default_factory=Tokens)
+    authorization: str | None = None
+    clock: Callable[[], dt.datetime] = _utcnow
+    threat_loader: DataLoader[int, records.Threat | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        async def load(ids: list[int]) -> list[records.Threat | None]:
+            found = await threats_by_ids(self.db, ids)
+            return [found.get(i) for i in ids]
+
+        self.threat_loader = DataLoader(load_fn=load)
+
+    def require(self, role: Role) -> None:
+        self.tokens.require(role, self.authorization)

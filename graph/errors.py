@@ -1,0 +1,113 @@
+"""Errors of the API layer, and how every GraphQL error gets its `extensions.code`.
+
+    ApiError
+      ├── BadRequest        BAD_REQUEST: the HTTP request is not a GraphQL request
+      ├── Unauthenticated   UNAUTHENTICATED: no token, or a token that is not ours
+      └── Forbidden         FORBIDDEN: a valid token without the role, or a role not configured
+
+Errors raised on purpose (these and `resolvers.errors.ResolverError`) carry their own
+code; graphql-core's parse and validation errors are coded here; anything else is a
+bug, logged with its traceback and answered as INTERNAL_SERVER_ERROR without details.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError
+from graphql.validation import ValuesOfCorrectTypeRule
+from strawberry.extensions import SchemaExtension
+
+from resolvers.errors import ResolverError
+
+logger = logging.getLogger("vajra.errors")
+
+
+class ApiError(Exception):
+    """Root of the errors the API layer raises on purpose."""
+
+    code = "INTERNAL_SERVER_ERROR"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extensions: dict[str, Any] = {"code": self.code}
+
+
+class BadRequest(ApiError):
+    code = "BAD_REQUEST"
+    status = 400
+
+
+class Unauthenticated(ApiError):
+    code = "UNAUTHENTICATED"
+    status = 401
+
+
+class Forbidden(ApiError):
+    code = "FORBIDDEN"
+    status = 403
+
+
+class _CodedValuesOfCorrectType(ValuesOfCorrectTypeRule):
+    """A literal argument of the wrong type or value is the user's input, not our schema's."""
+
+    def report_error(self, error: GraphQLError) -> None:
+        error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+        super().report_error(error)
+
+
+class ErrorCodes(SchemaExtension):
+    """Swap in the coded validation rule for literal values."""
+
+    def on_validate(self):  # type: ignore[no-untyped-def]
+        context = self.execution_context
+        rules: tuple[type[ASTValidationRule], ...] = tuple(
+            _CodedValuesOfCorrectType if rule is ValuesOfCorrectTypeRule else rule
+            for rule in context.validation_rules
+        )
+        context.validation_rules = rules
+        yield
+
+
+def error_code(error: GraphQLError) -> str:
+    original = error.original_error
+    if isinstance(original, ApiError | ResolverError):
+        return original.code
+    code = (error.extensions or {}).get("code")
+    if isinstance(code, str):
+        return code
+    if isinstance(error, GraphQLSyntaxError):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.message.startswith("Variable '$"):
+        return "BAD_USER_INPUT"  # graphql-core's variable coercion: the caller's values
+    if original is not None:
+        return "INTERNAL_SERVER_ERROR"
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
+def format_error(error: GraphQLError) -> dict[str, Any]:
+    """The error as the client sees it: a message and an `extensions.code`, never a trace."""
+    code = error_code(error)
+    formatted: dict[str, Any] = {"message": error.message}
+    if error.locations:
+        formatted["locations"] = [loc._asdict() for loc in error.locations]
+    if error.path:
+        formatted["path"] = error.path
+    original = error.original_error
+    if code == "INTERNAL_SERVER_ERROR":
+        logger.error("unexpected error", exc_info=original or error)
+        formatted["message"] = "Internal server error"
+        formatted["extensions"] = {"code": code}
+    elif isinstance(original, ApiError | ResolverError):
+        formatted["message"] = original.message
+        formatted["extensions"] = dict(original.extensions)
+    else:
+        formatted["extensions"] = {**(error.extensions or {}), "code": code}
+    return formatted
+
+
+def http_error(error: ApiError) -> dict[str, Any]:
+    return {"errors": [{"message": error.message, "extensions": dict(error.extensions)}]}

@@ -1,0 +1,153 @@
+"""GraphQL over HTTP: POST JSON, GET for queries, GraphiQL for browsers.
+
+Written on Starlette rather than Strawberry's router so that every failure, down to a
+body that is not JSON, is answered as a GraphQL error with an `extensions.code`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from strawberry.exceptions import MissingQueryError
+from strawberry.http.ides import get_graphql_ide_html
+from strawberry.schema import BaseSchema
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types.graphql import OperationType
+
+from graph.context import Context
+from graph.errors import ApiError, BadRequest, format_error, http_error
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+MAX_BODY = 32 * 1024 * 1024
+_GRAPHIQL = get_graphql_ide_html()
+
+
+class _MethodNotAllowed(ApiError):
+    code = "METHOD_NOT_ALLOWED"
+    status = 405
+
+
+class _PayloadTooLarge(ApiError):
+    code = "PAYLOAD_TOO_LARGE"
+    status = 413
+
+
+def _media_type(request: Request) -> str:
+    """The new GraphQL media type when the client lists it before plain JSON."""
+    ranges = [
+        part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(",")
+    ]
+    if GRAPHQL_RESPONSE in ranges and (
+        JSON not in ranges or ranges.index(GRAPHQL_RESPONSE) < ranges.index(JSON)
+    ):
+        return GRAPHQL_RESPONSE
+    return JSON
+
+
+def json_response(
+    body: Any, status: int = 200, media_type: str = JSON, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=media_type, headers=headers)
+
+
+async def _params(request: Request) -> dict[str, Any]:
+    if request.method == "GET":
+        params: dict[str, Any] = dict(request.query_params)
+        for name in ("variables", "extensions"):
+            if isinstance(params.get(name), str):
+                try:
+                    params[name] = orjson.loads(params[name])
+                except orjson.JSONDecodeError:
+                    raise BadRequest(f"the '{name}' query parameter is not valid JSON") from None
+        return params
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > MAX_BODY:
+        raise _PayloadTooLarge(f"the request body is larger than {MAX_BODY // 2**20} MiB")
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise _PayloadTooLarge(f"the request body is larger than {MAX_BODY // 2**20} MiB")
+    if content_type == "application/graphql":
+        return {"query": body.decode("utf-8", "replace")}
+    if content_type not in (JSON, ""):
+        raise BadRequest(f"send the request as {JSON}, not {content_type}")
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the request body is not valid JSON") from None
+    if not isinstance(parsed, dict):
+        raise BadRequest("the request body must be a JSON object with a 'query'")
+    return parsed
+
+
+def _check(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
+    query, variables, name = (
+        params.get("query"),
+        params.get("variables"),
+        params.get("operationName"),
+    )
+    if not isinstance(query, str) or not query.strip():
+        raise BadRequest("the request has no 'query' string")
+    if variables is not None and not isinstance(variables, dict):
+        raise BadRequest("'variables' must be a JSON object")
+    if name is not None and not isinstance(name, str):
+        raise BadRequest("'operationName' must be a string")
+    return query, variables, name
+
+
+def graphql_endpoint(
+    schema: BaseSchema, context_for: Callable[[Request], Context]
+) -> Callable[[Request], Any]:
+    """The Starlette endpoint serving `schema` at one path."""
+
+    async def endpoint(request: Request) -> Response:
+        media_type = _media_type(request)
+        if (
+            request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+            and "query" not in request.query_params
+        ):
+            return HTMLResponse(_GRAPHIQL)
+        if request.method not in ("GET", "POST"):
+            error: ApiError = _MethodNotAllowed("use GET or POST")
+            return json_response(
+                http_error(error), error.status, media_type, {"Allow": "GET, POST"}
+            )
+        try:
+            query, variables, operation_name = _check(await _params(request))
+            allowed = (
+                {OperationType.QUERY}
+                if request.method == "GET"
+                else {OperationType.QUERY, OperationType.MUTATION}
+            )
+            result = await schema.execute(
+                query,
+                variable_values=variables,
+                context_value=context_for(request),
+                operation_name=operation_name,
+                allowed_operation_types=allowed,
+            )
+        except ApiError as exc:
+            return json_response(http_error(exc), exc.status, media_type)
+        except InvalidOperationTypeError:
+            error = _MethodNotAllowed("mutations must be sent with POST")
+            return json_response(http_error(error), error.status, media_type, {"Allow": "POST"})
+        except MissingQueryError:
+            error = BadRequest("the request has no 'query' string")
+            return json_response(http_error(error), error.status, media_type)
+        body: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            body["errors"] = [format_error(e) for e in result.errors]
+        if result.extensions:
+            body["extensions"] = result.extensions
+        # The GraphQL-over-HTTP spec: a request that never executed is a 400 under the
+        # new media type; application/json keeps 200 for every well-formed request.
+        status = 400 if media_type == GRAPHQL_RESPONSE and result.data is None else 200
+        return json_response(body, status, media_type)
+
+    return endpoint

@@ -1,0 +1,99 @@
+"""The GraphQL schema: the contract's queries and mutations over `resolvers`."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.types import Info
+
+from graph.context import Context, Role
+from graph.errors import ErrorCodes
+from graph.scalars import SCALAR_OVERRIDES
+from graph.types import (
+    ClearResult,
+    IngestResult,
+    SeverityCount,
+    SourceCount,
+    Stats,
+    Threat,
+    ThreatFilter,
+    ThreatInput,
+    ThreatPage,
+    TrendPoint,
+    from_flat_record,
+)
+from resolvers import dashboard, ingest, threats
+from resolvers.errors import InvalidInput
+
+ContextInfo = Info[Context, None]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Totals for the dashboard header.")
+    async def stats(self, info: ContextInfo) -> Stats:
+        ctx = info.context
+        record = await dashboard.stats(ctx.db, now=ctx.clock())
+        return from_flat_record(Stats, record)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="One page of threats, newest first.")
+    async def threats(
+        self, info: ContextInfo, page: int = 1, limit: int = 10, filter: ThreatFilter | None = None
+    ) -> ThreatPage:
+        where = filter.to_record() if filter is not None else None
+        record = await threats.list_threats(info.context.db, page=page, limit=limit, where=where)
+        return ThreatPage.from_record(record)
+
+    @strawberry.field(description="One threat by id, or null.")
+    async def threat(self, info: ContextInfo, id: strawberry.ID) -> Threat | None:
+        if not id.isdigit() or len(id) > 18:
+            raise InvalidInput(f"{id!r} is not a threat id", argument="id")
+        record = await info.context.threat_loader.load(int(id))
+        return Threat.from_record(record) if record is not None else None
+
+    @strawberry.field(description="Threats published per UTC day, oldest first, zero-filled.")
+    async def trend(self, info: ContextInfo, days: int = 10) -> list[TrendPoint]:
+        ctx = info.context
+        points = await dashboard.trend(ctx.db, days=days, now=ctx.clock())
+        return [from_flat_record(TrendPoint, p) for p in points]
+
+    @strawberry.field(description="Every severity with its count, CRITICAL first.")
+    async def severity_breakdown(self, info: ContextInfo) -> list[SeverityCount]:
+        counts = await dashboard.severity_breakdown(info.context.db)
+        return [from_flat_record(SeverityCount, c) for c in counts]
+
+    @strawberry.field(description="The largest sources by count.")
+    async def source_breakdown(self, info: ContextInfo, limit: int = 10) -> list[SourceCount]:
+        counts = await dashboard.source_breakdown(info.context.db, limit=limit)
+        return [from_flat_record(SourceCount, c) for c in counts]
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="The crawler's upsert: at most 1,000 threats, all or nothing.")
+    async def ingest_threats(self, info: ContextInfo, threats: list[ThreatInput]) -> IngestResult:
+        ctx = info.context
+        ctx.require(Role.CRAWLER)
+        batch = [t.to_record() for t in threats]
+        outcome = await ingest.ingest(ctx.db, batch, now=ctx.clock())
+        return IngestResult(
+            inserted=outcome.inserted, updated=outcome.updated, unchanged=outcome.unchanged
+        )
+
+    @strawberry.mutation(description="Drop cached answers; all of them without a pattern.")
+    async def clear_cache(self, info: ContextInfo, pattern: str | None = None) -> ClearResult:
+        info.context.require(Role.ADMIN)
+        return ClearResult(cleared=0)
+
+
+schema = strawberry.Schema(
+    query=Query,
+    mutation=Mutation,
+    scalar_overrides=SCALAR_OVERRIDES,
+    extensions=[ErrorCodes, lambda: ParserCache(maxsize=256), lambda: ValidationCache(maxsize=256)],
+)
+
+
+def export_sdl() -> str:
+    """The SDL that `schema.graphql` must hold."""
+    return schema.as_str() + "\n"

@@ -1,0 +1,47 @@
+"""Settings, read once from the environment and a `.env` file. No other module reads os.environ."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told from outside."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./vajra.db", validation_alias="DATABASE_URL"
+    )
+    redis_url: str = Field(default="redis://localhost:6379/0", validation_alias="REDIS_URL")
+    crawler_token: str | None = Field(default=None, validation_alias="VAJRA_CRAWLER_TOKEN")
+    admin_token: str | None = Field(default=None, validation_alias="VAJRA_ADMIN_TOKEN")
+    log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
+    demo_threats: int = Field(default=20_000, ge=0, validation_alias="VAJRA_DEMO_THREATS")
+
+    @field_validator("crawler_token", "admin_token")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        # Accept the URLs people already have and pick the async driver for them.
+        for plain, driver in (
+            ("postgres://", "postgresql+asyncpg://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if value.startswith(plain):
+                return driver + value[len(plain) :]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read on first use."""
+    return Settings()

@@ -1,0 +1,165 @@
+"""The threats table, its indexes, and the `Database` handle resolvers run queries on."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores naive UTC, hands back aware UTC, on every engine."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQL on SQLite returns text
+            value = dt.datetime.fromisoformat(value)
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC)
+
+
+metadata = MetaData()
+
+threats = Table(
+    "threats",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("source", String(64), nullable=False),
+    Column("external_id", String(256), nullable=False),
+    Column("title", String(500), nullable=False),
+    Column("description", Text),
+    Column("severity", SmallInteger, nullable=False),  # Severity.rank: 0 is CRITICAL
+    Column("category", String(64), nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("indicators", JSON, nullable=False),
+    Column("url", String(2048)),
+    Column("published_at", UTCDateTime, nullable=False),
+    Column("ingested_at", UTCDateTime, nullable=False),
+    UniqueConstraint("source", "external_id", name="uq_threats_natural_key"),
+)
+
+# Every list ordering is (published_at DESC, id DESC): each filter column leads an index
+# that ends in that order, so a filtered page is an index range read backwards.
+INDEXES = [
+    Index("ix_threats_published", threats.c.published_at, threats.c.id),
+    Index("ix_threats_severity", threats.c.severity, threats.c.published_at, threats.c.id),
+    Index("ix_threats_source", threats.c.source, threats.c.published_at, threats.c.id),
+    Index("ix_threats_category", threats.c.category, threats.c.published_at, threats.c.id),
+    Index("ix_threats_ingested", threats.c.ingested_at),
+]
+
+# PostgreSQL answers the substring search from trigram indexes; SQLite scans.
+_POSTGRES_SEARCH_INDEXES = [
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    "CREATE INDEX IF NOT EXISTS ix_threats_title_trgm "
+    "ON threats USING gin (lower(title) gin_trgm_ops)",
+    "CREATE INDEX IF NOT EXISTS ix_threats_description_trgm "
+    "ON threats USING gin (lower(description) gin_trgm_ops)",
+]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the crawler
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _create_indexes(sync_conn: Any) -> None:
+    for index in INDEXES:
+        index.create(sync_conn, checkfirst=True)
+
+
+def _drop_indexes(sync_conn: Any) -> None:
+    for index in INDEXES:
+        index.drop(sync_conn, checkfirst=True)
+
+
+class Database:
+    """An async engine plus the query counter the benchmarks read."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"echo": echo}
+        if not url.startswith("sqlite"):
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.queries = 0
+        event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def _count(self, *_args: Any) -> None:
+        self.queries += 1
+
+    async def create_schema(self, *, indexes: bool = True) -> None:
+        """Create the table (and, unless told not to, its indexes) if missing."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            if indexes:
+                await self._create_indexes(conn)
+
+    async def create_indexes(self) -> None:
+        async with self.engine.begin() as conn:
+            await self._create_indexes(conn)
+
+    async def _create_indexes(self, conn: Any) -> None:
+        await conn.run_sync(_create_indexes)
+        if not self.is_sqlite:
+            for statement in _POSTGRES_SEARCH_INDEXES:
+                await conn.execute(text(statement))
+
+    async def drop_indexes(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_drop_indexes)
+
+    async def drop_schema(self) -> None:
+        async with self.engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+
+    async def count(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(threats))).scalar_one())
+
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,166 @@
+"""Every kind of bad input gets a GraphQL error with a code, and writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from resolvers.store import Database
+from tests.conftest import ADMIN, CRAWLER
+from tests.test_ingest import INGEST, crawled
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [e["extensions"]["code"] for e in body["errors"]]
+
+
+async def post(
+    client: httpx.AsyncClient, query: str, variables: Any = None, token: str | None = None
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return await client.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=headers
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ threats(page: 0) { total } }",
+        "{ threats(limit: 0) { total } }",
+        "{ threats(limit: 1000) { total } }",
+        "{ trend(days: 0) { count } }",
+        "{ trend(days: 10000) { count } }",
+        "{ sourceBreakdown(limit: 0) { count } }",
+        '{ threat(id: "not-a-number") { id } }',
+    ],
+)
+async def test_out_of_range_arguments_are_bad_user_input(
+    client: httpx.AsyncClient, query: str
+) -> None:
+    response = await post(client, query)
+    assert response.status_code == 200
+    body = response.json()
+    assert codes(body) == ["BAD_USER_INPUT"]
+    assert (
+        "between" in body["errors"][0]["message"]
+        or "not a threat id" in body["errors"][0]["message"]
+    )
+
+
+async def test_an_unknown_severity_literal_is_bad_user_input(client: httpx.AsyncClient) -> None:
+    body = (await post(client, "{ threats(filter: {severity: [SEVERE]}) { total } }")).json()
+    assert codes(body) == ["BAD_USER_INPUT"]
+    assert "SEVERE" in body["errors"][0]["message"]
+
+
+async def test_an_unknown_severity_variable_is_bad_user_input(client: httpx.AsyncClient) -> None:
+    query = "query($f: ThreatFilter) { threats(filter: $f) { total } }"
+    body = (await post(client, query, {"f": {"severity": ["SEVERE"]}})).json()
+    assert codes(body) == ["BAD_USER_INPUT"]
+
+
+async def test_a_malformed_datetime_is_bad_user_input(
+    client: httpx.AsyncClient, sqlite_db: Database
+) -> None:
+    body = (
+        await post(client, INGEST, {"threats": [crawled(1, publishedAt="yesterday")]}, CRAWLER)
+    ).json()
+    assert codes(body) == ["BAD_USER_INPUT"]
+    assert "ISO-8601" in body["errors"][0]["message"]
+    literal = (await post(client, '{ threats(filter: {since: "31/12/2025"}) { total } }')).json()
+    assert codes(literal) == ["BAD_USER_INPUT"]
+    assert await sqlite_db.count() == 0
+
+
+async def test_an_empty_title_is_bad_user_input_and_writes_nothing(
+    client: httpx.AsyncClient, sqlite_db: Database
+) -> None:
+    body = (
+        await post(client, INGEST, {"threats": [crawled(1), crawled(2, title="")]}, CRAWLER)
+    ).json()
+    assert codes(body) == ["BAD_USER_INPUT"]
+    assert "title" in body["errors"][0]["message"]
+    assert await sqlite_db.count() == 0
+
+
+async def test_a_two_megabyte_description_is_bad_user_input(
+    client: httpx.AsyncClient, sqlite_db: Database
+) -> None:
+    huge = crawled(1, description="x" * (2 * 1024 * 1024))
+    body = (await post(client, INGEST, {"threats": [huge]}, CRAWLER)).json()
+    assert codes(body) == ["BAD_USER_INPUT"]
+    assert "description" in body["errors"][0]["message"]
+    assert await sqlite_db.count() == 0
+
+
+async def test_more_than_a_thousand_threats_is_bad_user_input(
+    client: httpx.AsyncClient, sqlite_db: Database
+) -> None:
+    batch = [crawled(n) for n in range(1001)]
+    body = (await post(client, INGEST, {"threats": batch}, CRAWLER)).json()
+    assert codes(body) == ["BAD_USER_INPUT"]
+    assert "1000" in body["errors"][0]["message"].replace(",", "")
+    assert await sqlite_db.count() == 0
+
+
+async def test_a_missing_token_is_unauthenticated(
+    client: httpx.AsyncClient, sqlite_db: Database
+) -> None:
+    body = (await post(client, INGEST, {"threats": [crawled(1)]})).json()
+    assert codes(body) == ["UNAUTHENTICATED"]
+    assert body["data"] is None
+    assert await sqlite_db.count() == 0
+
+
+async def test_a_wrong_token_is_unauthenticated(
+    client: httpx.AsyncClient, sqlite_db: Database
+) -> None:
+    body = (await post(client, INGEST, {"threats": [crawled(1)]}, "guess")).json()
+    assert codes(body) == ["UNAUTHENTICATED"]
+    assert await sqlite_db.count() == 0
+
+
+async def test_a_body_that_is_not_json_is_a_bad_request(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/graphql", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert codes(response.json()) == ["BAD_REQUEST"]
+
+
+async def test_a_json_body_without_a_query_is_a_bad_request(client: httpx.AsyncClient) -> None:
+    response = await client.post("/graphql", json=[1, 2])
+    assert response.status_code == 400
+    assert codes(response.json()) == ["BAD_REQUEST"]
+    response = await client.post("/graphql", json={"variables": {}})
+    assert codes(response.json()) == ["BAD_REQUEST"]
+
+
+async def test_a_query_that_does_not_parse_is_a_parse_failure(client: httpx.AsyncClient) -> None:
+    body = (await post(client, "{ threats { total ")).json()
+    assert codes(body) == ["GRAPHQL_PARSE_FAILED"]
+    assert body["errors"][0]["message"].startswith("Syntax Error")
+
+
+async def test_an_unknown_field_is_a_validation_failure(client: httpx.AsyncClient) -> None:
+    body = (await post(client, "{ threats { secrets } }")).json()
+    assert codes(body) == ["GRAPHQL_VALIDATION_FAILED"]
+
+
+async def test_no_error_ever_leaks_a_trace_or_sql(client: httpx.AsyncClient) -> None:
+    responses = [
+        await post(client, "{ threats(page: 0) { total } }"),
+        await post(client, INGEST, {"threats": [crawled(1, title="")]}, ADMIN),
+        await client.post(
+            "/graphql", content=b"\x00\xff", headers={"content-type": "application/json"}
+        ),
+    ]
+    for response in responses:
+        assert response.status_code < 500
+        text = response.text
+        assert "Traceback" not in text
+        assert "SELECT" not in text
+        assert "sqlalchemy" not in text
