@@ -39,7 +39,9 @@ def main() -> None:
             after = get_json(port, "/api/metrics")["database_queries"]
             per_request = (after - before) / max(result.requests, 1)
             rows.append((result, per_request))
-            print(f"{connections} conn: p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms, {result.rps:.1f} req/s")
+            print(
+                f"{connections} conn: p50 {result.p50:.1f} ms, p99 {result.p99:.1f} ms, {result.rps:.1f} req/s"
+            )
 
     lines = [
         "# Dashboard operation, uncached",

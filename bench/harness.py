@@ -136,7 +136,9 @@ class LoadResult:
         return self.percentile(99)
 
 
-async def _connection(port: int, request: bytes, stop: float, result: LoadResult, max_requests: int) -> None:
+async def _connection(
+    port: int, request: bytes, stop: float, result: LoadResult, max_requests: int
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         while time.perf_counter() < stop and result.requests < max_requests:
@@ -157,14 +159,18 @@ async def _connection(port: int, request: bytes, stop: float, result: LoadResult
         writer.close()
 
 
-def load(port: int, request: bytes, *, connections: int, seconds: float, max_requests: int = 10**9) -> LoadResult:
+def load(
+    port: int, request: bytes, *, connections: int, seconds: float, max_requests: int = 10**9
+) -> LoadResult:
     """Keep `connections` requests in flight for `seconds` (or `max_requests`)."""
 
     async def run() -> LoadResult:
         result = LoadResult(connections=connections, seconds=seconds)
         started = time.perf_counter()
         stop = started + seconds
-        await asyncio.gather(*(_connection(port, request, stop, result, max_requests) for _ in range(connections)))
+        await asyncio.gather(
+            *(_connection(port, request, stop, result, max_requests) for _ in range(connections))
+        )
         result.seconds = time.perf_counter() - started
         return result
 
