@@ -11,30 +11,65 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from graph.context import Context, Tokens
+from cache import Cache, RedisBackend
+from cache.backends import MemoryBackend
+from cache.keys import fingerprint
+from graph.admin import cache_stats_dict, clear_cache
+from graph.context import Context, Role, Tokens
+from graph.errors import ApiError, http_error
 from graph.http import graphql_endpoint, json_response
 from graph.schema import schema
 from graph.settings import Settings, get_settings
+from resolvers.errors import ResolverError
 from resolvers.store import Database
 
 logger = logging.getLogger("vajra")
 
+# Part of every key: a changed schema or value encoding never reads old entries.
+CODEC_VERSION = "1"
 
-def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
-    """Build the app; `db` lets tests hand in a database they own."""
+
+def build_cache(settings: Settings) -> Cache | None:
+    """The process's cache: Redis behind a breaker, an in-process LRU standing in."""
+    if not settings.cache_enabled:
+        return None
+    return Cache(
+        RedisBackend(settings.redis_url, timeout=settings.cache_timeout_ms / 1000),
+        namespace=settings.cache_namespace,
+        schema_version=fingerprint(schema.as_str() + CODEC_VERSION),
+        fallback=MemoryBackend(settings.cache_fallback_entries),
+        max_age={
+            "stats": settings.cache_ttl_stats,
+            "threats": settings.cache_ttl_threats,
+            "charts": settings.cache_ttl_charts,
+        },
+    )
+
+
+def create_app(
+    settings: Settings | None = None, db: Database | None = None, cache: Cache | None = None
+) -> FastAPI:
+    """Build the app; tests hand in a database or a cache they own."""
     settings = settings or get_settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s: %(message)s"
     )
     database = db or Database(settings.database_url)
     tokens = Tokens(crawler=settings.crawler_token, admin=settings.admin_token)
+    state: dict[str, Cache | None] = {"cache": cache}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await database.create_schema()
+        owned = state["cache"] is None
+        if owned:
+            state["cache"] = build_cache(settings)
         try:
             yield
         finally:
+            current = state["cache"]
+            if owned and current is not None:
+                await current.close()
             if db is None:
                 await database.close()
 
@@ -43,14 +78,23 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
 
     def context_for(request: Request) -> Context:
         return Context(
-            db=database, tokens=tokens, authorization=request.headers.get("authorization")
+            db=database,
+            tokens=tokens,
+            authorization=request.headers.get("authorization"),
+            cache=state["cache"],
+            cache_debug=request.headers.get("x-cache-debug") == "1",
         )
 
     app.add_route("/graphql", graphql_endpoint(schema, context_for), methods=["GET", "POST"])
 
     @app.get("/health")
     async def health() -> Response:
-        body: dict[str, Any] = {"status": "ok", "database": "ok"}
+        current = state["cache"]
+        body: dict[str, Any] = {
+            "status": "ok",
+            "database": "ok",
+            "redis_cache": await current.status() if current is not None else "disabled",
+        }
         try:
             await database.ping()
         except Exception:  # any failure to answer is "down", never a 500
@@ -58,6 +102,23 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             body.update(status="degraded", database="unreachable")
             return json_response(body, 503)
         return json_response(body)
+
+    @app.get("/api/cache/stats")
+    async def cache_stats() -> Response:
+        return json_response(await cache_stats_dict(state["cache"]))
+
+    @app.post("/api/cache/clear")
+    async def cache_clear(request: Request, pattern: str | None = None) -> Response:
+        try:
+            tokens.require(Role.ADMIN, request.headers.get("authorization"))
+            result = await clear_cache(state["cache"], pattern)
+        except ApiError as exc:
+            return json_response(http_error(exc), exc.status)
+        except ResolverError as exc:
+            return json_response(
+                {"errors": [{"message": exc.message, "extensions": exc.extensions}]}, 400
+            )
+        return json_response({"cleared": result.cleared, "families": result.families})
 
     @app.get("/api/metrics")
     async def metrics() -> Response:

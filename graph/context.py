@@ -10,6 +10,7 @@ from enum import Enum
 
 from strawberry.dataloader import DataLoader
 
+from cache import Cache
 from graph.errors import Forbidden, Unauthenticated
 from resolvers import records
 from resolvers.store import Database
@@ -59,6 +60,8 @@ class Context:
     tokens: Tokens = field(default_factory=Tokens)
     authorization: str | None = None
     clock: Callable[[], dt.datetime] = _utcnow
+    cache: Cache | None = None
+    cache_debug: bool = False
     threat_loader: DataLoader[int, records.Threat | None] = field(init=False)
 
     def __post_init__(self) -> None:

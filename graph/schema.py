@@ -1,4 +1,4 @@
-"""The GraphQL schema: the contract's queries and mutations over `resolvers`."""
+"""The GraphQL schema: the contract's queries and mutations over `resolvers`, with cache policies."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import Info
 
+from cache import CacheExtension, cache_control, daily
+from graph import tags
+from graph.admin import CacheStats, ClearResult, clear_cache, read_cache_stats
 from graph.context import Context, Role
 from graph.errors import ErrorCodes
 from graph.scalars import SCALAR_OVERRIDES
 from graph.types import (
-    ClearResult,
     IngestResult,
     SeverityCount,
     SourceCount,
@@ -27,16 +29,24 @@ from resolvers.errors import InvalidInput
 
 ContextInfo = Info[Context, None]
 
+# Defaults as in the original REST service; each group's TTL is configurable at run time.
+STATS = cache_control(max_age=60, group="stats", tags=tags.aggregate_tags)
+THREAT_LIST = cache_control(max_age=120, group="threats", tags=tags.list_tags)
+THREAT = cache_control(max_age=120, group="threats", tags=tags.threat_tags)
+TREND = cache_control(max_age=180, group="charts", tags=tags.aggregate_tags, boundary=daily)
+SEVERITY_CHART = cache_control(max_age=180, group="charts", tags=tags.aggregate_tags)
+SOURCE_CHART = cache_control(max_age=180, group="charts", tags=tags.aggregate_tags)
+
 
 @strawberry.type
 class Query:
-    @strawberry.field(description="Totals for the dashboard header.")
+    @strawberry.field(description="Totals for the dashboard header.", extensions=[STATS])
     async def stats(self, info: ContextInfo) -> Stats:
         ctx = info.context
         record = await dashboard.stats(ctx.db, now=ctx.clock())
         return from_flat_record(Stats, record)  # type: ignore[no-any-return]
 
-    @strawberry.field(description="One page of threats, newest first.")
+    @strawberry.field(description="One page of threats, newest first.", extensions=[THREAT_LIST])
     async def threats(
         self, info: ContextInfo, page: int = 1, limit: int = 10, filter: ThreatFilter | None = None
     ) -> ThreatPage:
@@ -44,28 +54,36 @@ class Query:
         record = await threats.list_threats(info.context.db, page=page, limit=limit, where=where)
         return ThreatPage.from_record(record)
 
-    @strawberry.field(description="One threat by id, or null.")
+    @strawberry.field(description="One threat by id, or null.", extensions=[THREAT])
     async def threat(self, info: ContextInfo, id: strawberry.ID) -> Threat | None:
         if not id.isdigit() or len(id) > 18:
             raise InvalidInput(f"{id!r} is not a threat id", argument="id")
         record = await info.context.threat_loader.load(int(id))
         return Threat.from_record(record) if record is not None else None
 
-    @strawberry.field(description="Threats published per UTC day, oldest first, zero-filled.")
+    @strawberry.field(
+        description="Threats published per UTC day, oldest first, zero-filled.", extensions=[TREND]
+    )
     async def trend(self, info: ContextInfo, days: int = 10) -> list[TrendPoint]:
         ctx = info.context
         points = await dashboard.trend(ctx.db, days=days, now=ctx.clock())
         return [from_flat_record(TrendPoint, p) for p in points]
 
-    @strawberry.field(description="Every severity with its count, CRITICAL first.")
+    @strawberry.field(
+        description="Every severity with its count, CRITICAL first.", extensions=[SEVERITY_CHART]
+    )
     async def severity_breakdown(self, info: ContextInfo) -> list[SeverityCount]:
         counts = await dashboard.severity_breakdown(info.context.db)
         return [from_flat_record(SeverityCount, c) for c in counts]
 
-    @strawberry.field(description="The largest sources by count.")
+    @strawberry.field(description="The largest sources by count.", extensions=[SOURCE_CHART])
     async def source_breakdown(self, info: ContextInfo, limit: int = 10) -> list[SourceCount]:
         counts = await dashboard.source_breakdown(info.context.db, limit=limit)
         return [from_flat_record(SourceCount, c) for c in counts]
+
+    @strawberry.field(description="Hits and misses of the cache, in total and per field.")
+    async def cache_stats(self, info: ContextInfo) -> CacheStats:
+        return await read_cache_stats(info.context.cache)
 
 
 @strawberry.type
@@ -76,21 +94,31 @@ class Mutation:
         ctx.require(Role.CRAWLER)
         batch = [t.to_record() for t in threats]
         outcome = await ingest.ingest(ctx.db, batch, now=ctx.clock())
+        if ctx.cache is not None:
+            # Committed; every answer it could change is stale before this returns.
+            await ctx.cache.invalidate(tags.changed_tags(outcome.changes))
         return IngestResult(
             inserted=outcome.inserted, updated=outcome.updated, unchanged=outcome.unchanged
         )
 
-    @strawberry.mutation(description="Drop cached answers; all of them without a pattern.")
+    @strawberry.mutation(
+        description="Drop cached answers: all of them, or one family ('stats:*', 'threats:*', 'charts:*')."
+    )
     async def clear_cache(self, info: ContextInfo, pattern: str | None = None) -> ClearResult:
         info.context.require(Role.ADMIN)
-        return ClearResult(cleared=0)
+        return await clear_cache(info.context.cache, pattern)
 
 
 schema = strawberry.Schema(
     query=Query,
     mutation=Mutation,
     scalar_overrides=SCALAR_OVERRIDES,
-    extensions=[ErrorCodes, lambda: ParserCache(maxsize=256), lambda: ValidationCache(maxsize=256)],
+    extensions=[
+        ErrorCodes,
+        CacheExtension,
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
+    ],
 )
 
 

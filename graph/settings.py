@@ -21,6 +21,17 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(default=None, validation_alias="VAJRA_ADMIN_TOKEN")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     demo_threats: int = Field(default=20_000, ge=0, validation_alias="VAJRA_DEMO_THREATS")
+    cache_enabled: bool = Field(default=True, validation_alias="CACHE_ENABLED")
+    cache_namespace: str = Field(
+        default="vajra", pattern=r"^[A-Za-z0-9_.-]{1,32}$", validation_alias="CACHE_NAMESPACE"
+    )
+    cache_timeout_ms: int = Field(default=100, ge=1, le=5_000, validation_alias="CACHE_TIMEOUT_MS")
+    cache_ttl_stats: int = Field(default=60, ge=0, validation_alias="CACHE_TTL_STATS")
+    cache_ttl_threats: int = Field(default=120, ge=0, validation_alias="CACHE_TTL_THREATS")
+    cache_ttl_charts: int = Field(default=180, ge=0, validation_alias="CACHE_TTL_CHARTS")
+    cache_fallback_entries: int = Field(
+        default=10_000, ge=0, validation_alias="CACHE_FALLBACK_ENTRIES"
+    )
 
     @field_validator("crawler_token", "admin_token")
     @classmethod

@@ -114,11 +114,6 @@ class IngestResult:
     unchanged: int
 
 
-@strawberry.type
-class ClearResult:
-    cleared: int
-
-
 @strawberry.input
 class ThreatFilter:
     severity: list[Severity] | None = None

@@ -1,0 +1,45 @@
+"""The contract every backend keeps. All calls raise BackendError, and only that, on failure."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+
+class Backend(abc.ABC):
+    """Bytes by key, with TTLs, plus the few atomic operations the cache layer needs."""
+
+    name: str = "backend"
+
+    @abc.abstractmethod
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Values in key order; None where a key is missing or expired."""
+
+    @abc.abstractmethod
+    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+        """(key, value, ttl in milliseconds), written together."""
+
+    @abc.abstractmethod
+    async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
+        """Set each key that is missing; return what each key holds afterwards."""
+
+    @abc.abstractmethod
+    async def acquire(self, key: str, token: bytes, ttl_ms: int) -> bool:
+        """Take a lease: True if `key` was free and is now ours for `ttl_ms`."""
+
+    @abc.abstractmethod
+    async def delete(self, keys: Sequence[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def clear(self, pattern: str) -> int:
+        """Remove every key matching the glob `pattern`; admin only, may scan. Returns how many."""
+
+    @abc.abstractmethod
+    async def count(self, prefix: str, limit: int) -> int:
+        """How many keys are under `prefix`, counting up to `limit`."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None:  # noqa: B027  (optional hook)
+        """Release connections."""

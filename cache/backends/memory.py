@@ -1,0 +1,79 @@
+"""A bounded LRU in this process: the stand-in when Redis is away, and the unit tests' backend."""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+from cache.backends.base import Backend
+
+
+class MemoryBackend(Backend):
+    """At most `max_entries` keys; least recently used go first, expired ones on sight."""
+
+    name = "memory"
+
+    def __init__(
+        self, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._data: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    def _get(self, key: str) -> bytes | None:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires <= self._clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def _set(self, key: str, value: bytes, ttl_ms: int) -> None:
+        self._data[key] = (value, self._clock() + ttl_ms / 1000)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_entries:
+            self._data.popitem(last=False)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self._get(key) for key in keys]
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+        for key, value, ttl_ms in items:
+            self._set(key, value, ttl_ms)
+
+    async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
+        held = []
+        for key, value, ttl_ms in items:
+            current = self._get(key)
+            if current is None:
+                self._set(key, value, ttl_ms)
+                current = value
+            held.append(current)
+        return held
+
+    async def acquire(self, key: str, token: bytes, ttl_ms: int) -> bool:
+        return (await self.set_if_absent_get([(key, token, ttl_ms)]))[0] == token
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
+    async def clear(self, pattern: str) -> int:
+        doomed = [key for key in self._data if fnmatch.fnmatchcase(key, pattern)]
+        for key in doomed:
+            del self._data[key]
+        return len(doomed)
+
+    async def count(self, prefix: str, limit: int) -> int:
+        return min(limit, sum(1 for key in self._data if key.startswith(prefix)))
+
+    async def ping(self) -> None:
+        return None
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -1,0 +1,124 @@
+"""Redis through redis-py's asyncio client (hiredis when installed): one pool per process,
+short timeouts, no retries. Driver errors become BackendError here and nowhere else."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from cache.backends.base import Backend
+from cache.exceptions import BackendError
+
+
+class RedisBackend(Backend):
+    """`redis://`, `redis://:password@host:6379/0` or `rediss://` for TLS."""
+
+    name = "redis"
+
+    def __init__(self, url: str, *, timeout: float = 0.1, max_connections: int = 64) -> None:
+        self.url = url
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),  # the circuit breaker decides when to try again
+            max_connections=max_connections,
+            health_check_interval=0,
+        )
+
+    @classmethod
+    def from_client(cls, client: Any) -> RedisBackend:
+        """Wrap an existing asyncio client (fakeredis in unit tests)."""
+        backend = cls.__new__(cls)
+        backend.url = "client"
+        backend.client = client
+        return backend
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        try:
+            # decode_responses is off: values are bytes or None.
+            return cast(list[bytes | None], await self.client.mget(keys))
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"MGET failed: {exc!r}") from exc
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value, ttl_ms in items:
+                    pipe.set(key, value, px=ttl_ms)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"SET pipeline failed: {exc!r}") from exc
+
+    async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value, ttl_ms in items:
+                    pipe.set(key, value, px=ttl_ms, nx=True, get=True)
+                previous = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"SET NX GET failed: {exc!r}") from exc
+        return [
+            old if old is not None else new
+            for old, (_, new, _) in zip(previous, items, strict=True)
+        ]
+
+    async def acquire(self, key: str, token: bytes, ttl_ms: int) -> bool:
+        try:
+            return bool(await self.client.set(key, token, px=ttl_ms, nx=True))
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"lease failed: {exc!r}") from exc
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        try:
+            await self.client.unlink(*keys)
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"UNLINK failed: {exc!r}") from exc
+
+    async def clear(self, pattern: str) -> int:
+        # Admin only: SCAN never runs on a read or a mutation path.
+        removed = 0
+        try:
+            batch: list[bytes] = []
+            async for key in self.client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    removed += await self.client.unlink(*batch)
+                    batch = []
+            if batch:
+                removed += await self.client.unlink(*batch)
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"clear failed: {exc!r}") from exc
+        return removed
+
+    async def count(self, prefix: str, limit: int) -> int:
+        found = 0
+        try:
+            async for _ in self.client.scan_iter(match=_literal(prefix) + "*", count=1000):
+                found += 1
+                if found >= limit:
+                    break
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"count failed: {exc!r}") from exc
+        return found
+
+    async def ping(self) -> None:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"PING failed: {exc!r}") from exc
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _literal(prefix: str) -> str:
+    """`prefix` with glob characters escaped, so it matches only itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in prefix)

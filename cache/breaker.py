@@ -1,0 +1,63 @@
+"""A circuit breaker: after a few failures stop paying the timeout, probe now and then,
+close again by itself when the backend answers."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class CircuitBreaker:
+    """`failures` in a row open it for `cooldown` seconds, doubling up to `max_cooldown`."""
+
+    def __init__(
+        self,
+        failures: int = 3,
+        cooldown: float = 0.5,
+        max_cooldown: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = failures
+        self.base_cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self._clock = clock
+        self.state = State.CLOSED
+        self._failures = 0
+        self._cooldown = cooldown
+        self._reopen_at = 0.0
+
+    def allow(self) -> bool:
+        """May a call go to the backend now? In half-open, only the one probe may."""
+        if self.state is State.CLOSED:
+            return True
+        if self.state is State.OPEN and self._clock() >= self._reopen_at:
+            self.state = State.HALF_OPEN
+            return True
+        return False
+
+    def success(self) -> bool:
+        """Record a success; True when this closes an open breaker."""
+        recovered = self.state is not State.CLOSED
+        self.state = State.CLOSED
+        self._failures = 0
+        self._cooldown = self.base_cooldown
+        return recovered
+
+    def failure(self) -> bool:
+        """Record a failure; True when this opens the breaker."""
+        self._failures += 1
+        if self.state is State.HALF_OPEN or self._failures >= self.threshold:
+            opening = self.state is not State.OPEN
+            if self.state is State.HALF_OPEN:
+                self._cooldown = min(self._cooldown * 2, self.max_cooldown)
+            self.state = State.OPEN
+            self._reopen_at = self._clock() + self._cooldown
+            return opening
+        return False

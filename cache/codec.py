@@ -1,0 +1,76 @@
+"""Values to bytes and back with orjson, never pickle.
+
+Encoding is orjson's own (Strawberry types are dataclasses; enums, datetimes and dates are
+native). Decoding is driven by the field's Strawberry type, so a cached value comes back as
+the same typed result: the same classes, enums, aware datetimes, nested lists and `None`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from strawberry.types.base import StrawberryList, StrawberryOptional, has_object_definition
+from strawberry.types.enum import StrawberryEnumDefinition
+from strawberry.types.scalar import ScalarDefinition, ScalarWrapper
+
+from cache.exceptions import CacheError
+
+Decoder = Callable[[Any], Any]
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _optional(inner: Decoder) -> Decoder:
+    return lambda value: None if value is None else inner(value)
+
+
+def _list(inner: Decoder) -> Decoder:
+    if inner is _identity:
+        return list
+    return lambda value: [inner(item) for item in value]
+
+
+def _object(cls: type[Any]) -> Decoder:
+    fields = [
+        (f.python_name, decoder_for(f.type))
+        for f in cls.__strawberry_definition__.fields
+        if f.base_resolver is None
+    ]
+
+    def decode(value: dict[str, Any]) -> Any:
+        return cls(**{name: convert(value[name]) for name, convert in fields})
+
+    return decode
+
+
+def decoder_for(tp: Any) -> Decoder:
+    """A function turning the JSON form of a value of Strawberry type `tp` back into it."""
+    if isinstance(tp, StrawberryOptional):
+        return _optional(decoder_for(tp.of_type))
+    if isinstance(tp, StrawberryList):
+        return _list(decoder_for(tp.of_type))
+    if isinstance(tp, StrawberryEnumDefinition):
+        return tp.wrapped_cls
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp
+    if tp is dt.datetime:
+        return dt.datetime.fromisoformat
+    if tp is dt.date:
+        return dt.date.fromisoformat
+    if has_object_definition(tp):
+        return _object(tp)
+    if tp in (str, int, float, bool) or isinstance(tp, ScalarDefinition | ScalarWrapper):
+        return _identity
+    if getattr(tp, "__supertype__", None) in (str, int):  # NewType scalars such as ID
+        return _identity
+    raise CacheError(f"the cache cannot decode values of type {tp!r}")

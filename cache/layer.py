@@ -1,0 +1,373 @@
+"""The cache itself: look up, coalesce, compute, store and invalidate, never failing a request.
+
+An entry is stored with the generations of the tags it depends on, as read *before* its
+value was computed. It is served only while every one of those tags still has that
+generation; an invalidation gives each tag a new random generation. So a slow miss that read
+the database before a mutation can store its result, but nobody will ever be served it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from cache.backends.base import Backend
+from cache.backends.memory import MemoryBackend
+from cache.batch import TickBatcher
+from cache.breaker import CircuitBreaker
+from cache.codec import Decoder, encode
+from cache.exceptions import BackendError
+from cache.keys import KeySpace, canonical_args
+from cache.policy import CachePolicy, Scope
+from cache.stats import CacheStats
+
+logger = logging.getLogger("vajra.cache")
+
+GENERATION_TTL_MS = 7 * 86_400_000
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    status: str  # HIT, MISS or BYPASS
+    key: str | None
+    age: float | None
+
+
+@dataclass
+class _Read:
+    backend: Backend
+    values: list[bytes | None] = field(default_factory=list)
+
+
+class Cache:
+    """One per process. `backend` is shared (Redis); `fallback` stands in while it is away."""
+
+    def __init__(
+        self,
+        backend: Backend | None,
+        *,
+        namespace: str = "vajra",
+        schema_version: str = "1",
+        enabled: bool = True,
+        fallback: Backend | None = None,
+        breaker: CircuitBreaker | None = None,
+        max_age: dict[str, int] | None = None,
+        lease_ms: int = 5_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.fallback = fallback or MemoryBackend()
+        self.enabled = enabled
+        self.keys = KeySpace(namespace, schema_version)
+        self.breaker = breaker or CircuitBreaker()
+        self.max_age = dict(max_age or {})
+        self.lease_ms = lease_ms
+        self.clock = clock
+        self.stats = CacheStats()
+        self._reads: TickBatcher[list[str], _Read] = TickBatcher(self._read)
+        self._writes: TickBatcher[tuple[str, bytes, int], None] = TickBatcher(self._write)
+        self._flights: dict[tuple[str, tuple[bytes, ...]], asyncio.Future[Any]] = {}
+        self._epoch_pending = False
+        self._last_warning = 0.0
+
+    # -- backends, behind the breaker -------------------------------------------------------
+
+    def _shared(self) -> Backend | None:
+        """The shared backend if the breaker lets us try it now."""
+        if self.backend is None or not self.breaker.allow():
+            return None
+        return self.backend
+
+    def _failed(self, exc: BackendError) -> None:
+        self.stats.backend_errors += 1
+        opened = self.breaker.failure()
+        now = time.monotonic()
+        if opened or now - self._last_warning > 10:
+            self._last_warning = now
+            logger.warning("cache backend unavailable, serving from the origin: %s", exc)
+
+    def _succeeded(self) -> None:
+        if self.breaker.success():
+            logger.warning("cache backend is back")
+            # Whatever the fallback learned while Redis was away must not outlive the outage.
+            self.fallback = MemoryBackend(getattr(self.fallback, "max_entries", 10_000))
+
+    async def _settle_epoch(self, backend: Backend) -> None:
+        """After an invalidation that could not reach the backend, invalidate everything there."""
+        if self._epoch_pending:
+            await backend.set_many([(self.keys.generation("*"), _generation(), GENERATION_TTL_MS)])
+            self._epoch_pending = False
+
+    async def _read(self, batches: Sequence[list[str]]) -> list[_Read]:
+        unique = list(dict.fromkeys(key for keys in batches for key in keys))
+        backend = self._shared()
+        values: list[bytes | None] | None = None
+        if backend is not None:
+            try:
+                await self._settle_epoch(backend)
+                values = await backend.get_many(unique)
+                self._succeeded()
+            except BackendError as exc:
+                self._failed(exc)
+                backend = None
+        if backend is None or values is None:
+            backend = self.fallback
+            values = await self.fallback.get_many(unique)
+        found = dict(zip(unique, values, strict=True))
+        return [_Read(backend, [found[key] for key in keys]) for keys in batches]
+
+    async def _write(self, items: Sequence[tuple[str, bytes, int]]) -> list[None]:
+        backend = self._shared()
+        if backend is not None:
+            try:
+                await backend.set_many(items)
+                self._succeeded()
+                return [None] * len(items)
+            except BackendError as exc:
+                self._failed(exc)
+        await self.fallback.set_many(items)
+        return [None] * len(items)
+
+    # -- the read path ----------------------------------------------------------------------
+
+    async def resolve(
+        self,
+        policy: CachePolicy,
+        coordinate: str,
+        args: dict[str, Any],
+        compute: Callable[[], Awaitable[Any]],
+        decode: Decoder,
+        identity: str | None = None,
+    ) -> tuple[Any, Lookup]:
+        """The value of one field: from the cache when valid, else computed once and stored."""
+        if not self.enabled or (policy.scope is Scope.PRIVATE and identity is None):
+            return await self._bypass(coordinate, compute)
+        ttl = float(self.max_age.get(policy.group, policy.max_age))
+        bucket = ""
+        if policy.boundary is not None:
+            bucket, left = policy.boundary(self.clock())
+            ttl = min(ttl, left)
+        if ttl < 0.001:
+            return await self._bypass(coordinate, compute)
+        key = self.keys.entry(
+            policy.group,
+            coordinate,
+            canonical_args(args),
+            bucket,
+            identity if policy.scope is Scope.PRIVATE else None,
+        )
+        tags = policy.dependencies(args)
+        generation_keys = [self.keys.generation(tag) for tag in tags]
+        read = await self._reads.submit([key, *generation_keys])
+        raw, generations = read.values[0], read.values[1:]
+        if raw is not None and None not in generations:
+            hit = self._valid(raw, generations)  # type: ignore[arg-type]
+            if hit is not _MISSING:
+                created, value = hit
+                self.stats.record(coordinate, "HIT")
+                logger.debug("cache hit %s", key)
+                return decode(value), Lookup("HIT", key, max(0.0, self.clock() - created))
+        self.stats.record(coordinate, "MISS")
+        logger.debug("cache miss %s", key)
+        try:
+            settled = await self._settle_generations(read.backend, generation_keys, generations)
+        except BackendError as exc:
+            self._failed(exc)
+            return await compute(), Lookup("MISS", key, None)
+        value = await self._single_flight(
+            read.backend, key, settled, int(ttl * 1000), compute, decode
+        )
+        return value, Lookup("MISS", key, None)
+
+    async def _bypass(
+        self, coordinate: str, compute: Callable[[], Awaitable[Any]]
+    ) -> tuple[Any, Lookup]:
+        self.stats.record(coordinate, "BYPASS")
+        return await compute(), Lookup("BYPASS", None, None)
+
+    @staticmethod
+    def _valid(raw: bytes, generations: Sequence[bytes]) -> Any:
+        entry = orjson.loads(raw)
+        if entry["g"] != [g.decode() for g in generations]:
+            return _MISSING
+        return entry["t"], entry["v"]
+
+    async def _settle_generations(
+        self, backend: Backend, keys: list[str], generations: list[bytes | None]
+    ) -> tuple[bytes, ...]:
+        """Every tag's generation, giving a fresh random one to tags that have none (evicted,
+        or never bumped). Read before computing, so they predate the value."""
+        missing = [i for i, g in enumerate(generations) if g is None]
+        if missing:
+            held = await backend.set_if_absent_get(
+                [(keys[i], _generation(), GENERATION_TTL_MS) for i in missing]
+            )
+            generations = list(generations)
+            for i, value in zip(missing, held, strict=True):
+                generations[i] = value
+        return tuple(g for g in generations if g is not None)
+
+    async def _single_flight(
+        self,
+        backend: Backend,
+        key: str,
+        generations: tuple[bytes, ...],
+        ttl_ms: int,
+        compute: Callable[[], Awaitable[Any]],
+        decode: Decoder,
+    ) -> Any:
+        """One computation per (key, generations) in this process; waiters share its result.
+        A waiter that saw newer generations never joins an older flight."""
+        flight_key = (key, generations)
+        running = self._flights.get(flight_key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._flights[flight_key] = future
+        try:
+            value = await self._lead(backend, key, generations, ttl_ms, compute, decode)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it, nobody logs it as lost
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            del self._flights[flight_key]
+
+    async def _lead(
+        self,
+        backend: Backend,
+        key: str,
+        generations: tuple[bytes, ...],
+        ttl_ms: int,
+        compute: Callable[[], Awaitable[Any]],
+        decode: Decoder,
+    ) -> Any:
+        lease = None
+        if backend is self.backend:
+            lease, token = self.keys.lease(key, generations), secrets.token_bytes(8)
+            try:
+                if not await backend.acquire(lease, token, self.lease_ms):
+                    peer = await self._await_peer(backend, key, lease, generations, decode)
+                    if peer is not _MISSING:
+                        return peer
+            except BackendError as exc:
+                self._failed(exc)
+                lease = None
+        value = await compute()
+        stamp = {"t": round(self.clock(), 3), "g": [g.decode() for g in generations], "v": value}
+        await self._writes.submit((key, encode(stamp), ttl_ms))
+        if lease is not None:
+            try:
+                await backend.delete([lease])
+            except BackendError as exc:
+                self._failed(exc)
+        return value
+
+    async def _await_peer(
+        self,
+        backend: Backend,
+        key: str,
+        lease: str,
+        generations: tuple[bytes, ...],
+        decode: Decoder,
+    ) -> Any:
+        """Another process holds the lease: wait for its entry, or for the lease to lapse."""
+        deadline = time.monotonic() + self.lease_ms / 1000
+        pause = 0.002
+        while time.monotonic() < deadline:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            raw, holder = await backend.get_many([key, lease])
+            if raw is not None:
+                hit = self._valid(raw, generations)
+                if hit is not _MISSING:
+                    return decode(hit[1])
+            if holder is None:
+                break
+        return _MISSING
+
+    # -- the write path ---------------------------------------------------------------------
+
+    async def invalidate(self, tags: Iterable[str]) -> None:
+        """Give each tag a new generation: every entry depending on one is stale from now on."""
+        items = [
+            (self.keys.generation(tag), _generation(), GENERATION_TTL_MS)
+            for tag in dict.fromkeys(tags)
+        ]
+        if not items:
+            return
+        for tag in dict.fromkeys(tags):
+            self.stats.invalidations[tag] += 1
+        await self.fallback.set_many(items)
+        backend = self._shared()
+        if backend is None:
+            self._epoch_pending = True
+            return
+        try:
+            await self._settle_epoch(backend)
+            await backend.set_many(items)
+            self._succeeded()
+        except BackendError as exc:
+            self._failed(exc)
+            self._epoch_pending = True
+
+    async def clear(self, group: str | None = None) -> int:
+        """Drop every entry of this namespace, or of one group (admin). Returns how many went.
+
+        The invalidation alone makes them unreachable, in O(1); the scan frees their memory."""
+        await self.invalidate([group or "*"])
+        pattern = self.keys.entries_of(group)
+        removed = await self.fallback.clear(pattern)
+        backend = self._shared()
+        if backend is not None:
+            try:
+                removed = await backend.clear(pattern)
+                self._succeeded()
+            except BackendError as exc:
+                self._failed(exc)
+        return removed
+
+    # -- status -----------------------------------------------------------------------------
+
+    async def status(self) -> str:
+        """connected, disconnected or disabled."""
+        if not self.enabled or self.backend is None:
+            return "disabled"
+        if not self.breaker.allow():
+            return "disconnected"
+        try:
+            await self.backend.ping()
+        except BackendError as exc:
+            self._failed(exc)
+            return "disconnected"
+        self._succeeded()
+        return "connected"
+
+    async def total_keys(self, limit: int = 1_000_000) -> int:
+        backend = self._shared() or self.fallback
+        try:
+            return await backend.count(self.keys.prefix, limit)
+        except BackendError as exc:
+            self._failed(exc)
+            return await self.fallback.count(self.keys.prefix, limit)
+
+    async def close(self) -> None:
+        if self.backend is not None:
+            await self.backend.close()
+
+
+def _generation() -> bytes:
+    # Random, never a counter: a tag whose key was evicted or lost in a restart can never
+    # come back with a value that an old entry was stored under.
+    return secrets.token_hex(8).encode()

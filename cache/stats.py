@@ -1,0 +1,54 @@
+"""Hit and miss counters of this process, in total and per field coordinate."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FieldCounts:
+    hits: int = 0
+    misses: int = 0
+    bypasses: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        looked_up = self.hits + self.misses
+        return round(self.hits / looked_up, 4) if looked_up else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "bypasses": self.bypasses,
+            "hit_rate": self.hit_rate,
+        }
+
+
+@dataclass
+class CacheStats:
+    fields: dict[str, FieldCounts] = field(default_factory=dict)
+    invalidations: Counter[str] = field(default_factory=Counter)
+    backend_errors: int = 0
+
+    def record(self, coordinate: str, status: str) -> None:
+        counts = self.fields.get(coordinate)
+        if counts is None:
+            counts = self.fields[coordinate] = FieldCounts()
+        if status == "HIT":
+            counts.hits += 1
+        elif status == "MISS":
+            counts.misses += 1
+        else:
+            counts.bypasses += 1
+
+    @property
+    def total(self) -> FieldCounts:
+        total = FieldCounts()
+        for counts in self.fields.values():
+            total.hits += counts.hits
+            total.misses += counts.misses
+            total.bypasses += counts.bypasses
+        return total

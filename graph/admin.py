@@ -1,0 +1,108 @@
+"""Cache administration for this schema: the families it knows, stats and clearing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+
+from cache import Cache
+from resolvers.errors import InvalidInput
+
+FAMILIES = ("stats", "threats", "charts")
+
+
+@strawberry.type
+class ClearResult:
+    cleared: int
+    families: list[str] = strawberry.field(description="The families that were cleared.")
+
+
+@strawberry.type
+class FieldCacheStats:
+    coordinate: str
+    hits: int
+    misses: int
+    bypasses: int
+    hit_rate: float
+
+
+@strawberry.type
+class TagInvalidations:
+    tag: str
+    count: int
+
+
+@strawberry.type
+class CacheStats:
+    status: str
+    enabled: bool
+    total_keys: int
+    hits: int
+    misses: int
+    hit_rate: float
+    fields: list[FieldCacheStats]
+    invalidations: list[TagInvalidations]
+
+
+def family_of(pattern: str | None) -> str | None:
+    """The family a clear pattern names (None: all of them); anything else is refused."""
+    if pattern is None or pattern.strip() in ("", "*"):
+        return None
+    name = pattern.strip().removesuffix(":*")
+    if name not in FAMILIES:
+        allowed = ", ".join(f"'{f}:*'" for f in FAMILIES)
+        raise InvalidInput(
+            f"unknown cache pattern {pattern!r}: use {allowed} or none for all", argument="pattern"
+        )
+    return name
+
+
+async def clear_cache(cache: Cache | None, pattern: str | None) -> ClearResult:
+    family = family_of(pattern)
+    if cache is None:
+        return ClearResult(cleared=0, families=[])
+    cleared = await cache.clear(family)
+    return ClearResult(cleared=cleared, families=[family] if family else list(FAMILIES))
+
+
+async def cache_stats_dict(cache: Cache | None) -> dict[str, Any]:
+    """The original REST service's shape, plus per-field counts and invalidations per tag."""
+    if cache is None:
+        return {
+            "status": "disabled",
+            "enabled": False,
+            "total_keys": 0,
+            "hits": 0,
+            "misses": 0,
+            "hit_rate": 0.0,
+            "fields": {},
+            "invalidations": {},
+        }
+    total = cache.stats.total
+    return {
+        "status": await cache.status(),
+        "enabled": cache.enabled,
+        "total_keys": await cache.total_keys(),
+        "hits": total.hits,
+        "misses": total.misses,
+        "hit_rate": total.hit_rate,
+        "fields": {name: counts.as_dict() for name, counts in sorted(cache.stats.fields.items())},
+        "invalidations": dict(cache.stats.invalidations.most_common(100)),
+    }
+
+
+async def read_cache_stats(cache: Cache | None) -> CacheStats:
+    data = await cache_stats_dict(cache)
+    return CacheStats(
+        status=data["status"],
+        enabled=data["enabled"],
+        total_keys=data["total_keys"],
+        hits=data["hits"],
+        misses=data["misses"],
+        hit_rate=data["hit_rate"],
+        fields=[
+            FieldCacheStats(coordinate=name, **counts) for name, counts in data["fields"].items()
+        ],
+        invalidations=[TagInvalidations(tag=t, count=n) for t, n in data["invalidations"].items()],
+    )
