@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import redis
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / "data"
@@ -66,11 +67,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(env: dict[str, str], *, workers: int = 1) -> Iterator[int]:
-    """`vajra serve` in a child process; yields its port once /health answers."""
+def server(env: dict[str, str], *, workers: int = 1, factory: str | None = None) -> Iterator[int]:
+    """`vajra serve` (or uvicorn on another app `factory`) in a child process; yields its
+    port once /health answers."""
     port = free_port()
     full_env = {**os.environ, "LOG_LEVEL": "WARNING", "VAJRA_DEMO_THREATS": "0", **env}
     args = [VAJRA, "serve", "--port", str(port), "--workers", str(workers), "--no-demo"]
+    if factory is not None:
+        args = [
+            sys.executable, "-m", "uvicorn", factory, "--factory", "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
     proc = subprocess.Popen(args, env=full_env)
     try:
         deadline = time.monotonic() + 60
@@ -179,6 +186,58 @@ def load(
 
         return uvloop.run(run())
     return asyncio.run(run())
+
+
+class RedisProcess:
+    """A redis-server of the benchmark's own: its command counts are ours alone."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not self.ping():
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def ping(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def calls(self) -> dict[str, int]:
+        """{command: calls} from INFO commandstats, without the INFO calls themselves."""
+        stats = redis.Redis(port=self.port, socket_timeout=2).info("commandstats")
+        return {
+            k.removeprefix("cmdstat_"): v["calls"] for k, v in stats.items() if k != "cmdstat_info"
+        }
 
 
 def machine() -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from strawberry.types.base import StrawberryList, StrawberryOptional, has_object_definition
@@ -36,21 +36,43 @@ def _optional(inner: Decoder) -> Decoder:
 
 def _list(inner: Decoder) -> Decoder:
     if inner is _identity:
-        return list
+        return _identity  # orjson already gives a fresh list
     return lambda value: [inner(item) for item in value]
 
 
 def _object(cls: type[Any]) -> Decoder:
-    fields = [
-        (f.python_name, decoder_for(f.type))
+    # Hot path: build the instance without __init__, converting only the fields that need
+    # it (enums, datetimes, nested objects); strings and numbers pass through untouched.
+    names = [f.python_name for f in cls.__strawberry_definition__.fields if f.base_resolver is None]
+    converted = [
+        (f.python_name, convert)
         for f in cls.__strawberry_definition__.fields
-        if f.base_resolver is None
+        if f.base_resolver is None and (convert := decoder_for(f.type)) is not _identity
     ]
+    new = object.__new__
+    if any("__slots__" in vars(base) for base in cls.__mro__ if base is not object):
+
+        def construct(value: dict[str, Any]) -> Any:
+            for name, convert in converted:
+                value[name] = convert(value[name])
+            return cls(**{name: value[name] for name in names})
+
+        return construct
 
     def decode(value: dict[str, Any]) -> Any:
-        return cls(**{name: convert(value[name]) for name, convert in fields})
+        if len(value) != len(names):
+            value = {name: value[name] for name in names}
+        for name, convert in converted:
+            value[name] = convert(value[name])
+        instance = new(cls)
+        instance.__dict__ = value
+        return instance
 
     return decode
+
+
+def _enum(cls: type[enum.Enum]) -> Decoder:
+    return {member.value: member for member in cls}.__getitem__
 
 
 def decoder_for(tp: Any) -> Decoder:
@@ -60,9 +82,9 @@ def decoder_for(tp: Any) -> Decoder:
     if isinstance(tp, StrawberryList):
         return _list(decoder_for(tp.of_type))
     if isinstance(tp, StrawberryEnumDefinition):
-        return tp.wrapped_cls
+        return _enum(cast(type[enum.Enum], tp.wrapped_cls))
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp
+        return _enum(tp)
     if tp is dt.datetime:
         return dt.datetime.fromisoformat
     if tp is dt.date:

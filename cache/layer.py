@@ -31,6 +31,7 @@ from cache.stats import CacheStats
 logger = logging.getLogger("vajra.cache")
 
 GENERATION_TTL_MS = 7 * 86_400_000
+FLIGHT_MEMORY = 0.5  # seconds a finished computation is still shared
 _MISSING = object()
 
 
@@ -73,7 +74,9 @@ class Cache:
         self.clock = clock
         self.stats = CacheStats()
         self._reads: TickBatcher[list[str], _Read] = TickBatcher(self._read)
-        self._writes: TickBatcher[tuple[str, bytes, int], None] = TickBatcher(self._write)
+        self._writes: TickBatcher[tuple[str, bytes, int] | str, None] = TickBatcher(self._write)
+        self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
+        self._settles: TickBatcher[tuple[Backend, str], bytes] = TickBatcher(self._settle)
         self._flights: dict[tuple[str, tuple[bytes, ...]], asyncio.Future[Any]] = {}
         self._epoch_pending = False
         self._last_warning = 0.0
@@ -124,17 +127,24 @@ class Cache:
         found = dict(zip(unique, values, strict=True))
         return [_Read(backend, [found[key] for key in keys]) for keys in batches]
 
-    async def _write(self, items: Sequence[tuple[str, bytes, int]]) -> list[None]:
+    async def _write(self, items: Sequence[tuple[str, bytes, int] | str]) -> list[None]:
+        """Entries to store and (plain strings) leases to release, in one pipeline."""
+        entries = [item for item in items if not isinstance(item, str)]
+        releases = [item for item in items if isinstance(item, str)]
         backend = self._shared()
         if backend is not None:
             try:
-                await backend.set_many(items)
+                await backend.set_many(entries, releases)
                 self._succeeded()
                 return [None] * len(items)
             except BackendError as exc:
                 self._failed(exc)
-        await self.fallback.set_many(items)
+        await self.fallback.set_many(entries)
         return [None] * len(items)
+
+    async def _acquire(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
+        assert self.backend is not None
+        return await self.backend.acquire_many(items)
 
     # -- the read path ----------------------------------------------------------------------
 
@@ -206,14 +216,24 @@ class Cache:
         """Every tag's generation, giving a fresh random one to tags that have none (evicted,
         or never bumped). Read before computing, so they predate the value."""
         missing = [i for i, g in enumerate(generations) if g is None]
-        if missing:
+        if not missing:
+            return tuple(g for g in generations if g is not None)
+        held = await asyncio.gather(*(self._settles.submit((backend, keys[i])) for i in missing))
+        settled = list(generations)
+        for i, generation in zip(missing, held, strict=True):
+            settled[i] = generation
+        return tuple(g for g in settled if g is not None)
+
+    async def _settle(self, items: Sequence[tuple[Backend, str]]) -> list[bytes]:
+        """One SET NX GET pipeline per backend for every tag settled in this tick."""
+        found: dict[tuple[Backend, str], bytes] = {}
+        for backend in dict.fromkeys(b for b, _ in items):
+            keys = list(dict.fromkeys(k for b, k in items if b is backend))
             held = await backend.set_if_absent_get(
-                [(keys[i], _generation(), GENERATION_TTL_MS) for i in missing]
+                [(k, _generation(), GENERATION_TTL_MS) for k in keys]
             )
-            generations = list(generations)
-            for i, value in zip(missing, held, strict=True):
-                generations[i] = value
-        return tuple(g for g in generations if g is not None)
+            found.update({(backend, k): v for k, v in zip(keys, held, strict=True)})
+        return [found[item] for item in items]
 
     async def _single_flight(
         self,
@@ -234,15 +254,24 @@ class Cache:
         self._flights[flight_key] = future
         try:
             value = await self._lead(backend, key, generations, ttl_ms, compute, decode)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters get it, nobody logs it as lost
             raise
         else:
             future.set_result(value)
+            # Readers that saw the same generations but arrive a moment late share this
+            # result too: it is exactly as valid as the entry just stored.
+            asyncio.get_running_loop().call_later(
+                FLIGHT_MEMORY, self._flights.pop, flight_key, None
+            )
             return value
         finally:
-            del self._flights[flight_key]
+            if future.cancelled() or future.exception() is not None:
+                self._flights.pop(flight_key, None)
 
     async def _lead(
         self,
@@ -255,23 +284,32 @@ class Cache:
     ) -> Any:
         lease = None
         if backend is self.backend:
-            lease, token = self.keys.lease(key, generations), secrets.token_bytes(8)
+            lease = self.keys.lease(key, generations)
             try:
-                if not await backend.acquire(lease, token, self.lease_ms):
+                if not await self._leases.submit((lease, secrets.token_bytes(8), self.lease_ms)):
                     peer = await self._await_peer(backend, key, lease, generations, decode)
+                    lease = None  # not ours
                     if peer is not _MISSING:
                         return peer
             except BackendError as exc:
                 self._failed(exc)
                 lease = None
-        value = await compute()
-        stamp = {"t": round(self.clock(), 3), "g": [g.decode() for g in generations], "v": value}
-        await self._writes.submit((key, encode(stamp), ttl_ms))
-        if lease is not None:
-            try:
-                await backend.delete([lease])
-            except BackendError as exc:
-                self._failed(exc)
+        try:
+            value = await compute()
+            stamp = {
+                "t": round(self.clock(), 3),
+                "g": [g.decode() for g in generations],
+                "v": value,
+            }
+            # Submitted in one tick: the entry and the lease release share a pipeline.
+            pending = [self._writes.submit((key, encode(stamp), ttl_ms))]
+            if lease is not None:
+                pending.append(self._writes.submit(lease))
+                lease = None
+            await asyncio.gather(*pending)
+        finally:
+            if lease is not None:  # the computation failed: let peers try at once
+                await self._writes.submit(lease)
         return value
 
     async def _await_peer(

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import secrets
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
+from redis import asyncio as aioredis
 from sqlalchemy import text
 
+from cache import Cache, RedisBackend
 from graph.app import create_app
 from graph.context import Context, Tokens
 from graph.schema import schema
@@ -18,8 +23,10 @@ from graph.settings import Settings
 from resolvers.ingest import ingest
 from resolvers.records import Indicator, IndicatorKind, Severity, ThreatInput
 from resolvers.store import Database
+from tests.redis_server import RedisServer
 
 NOW = dt.datetime(2026, 3, 14, 15, 9, 26, tzinfo=dt.UTC)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
@@ -119,3 +126,59 @@ async def client(sqlite_db: Database) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http
+
+
+def _unavailable(what: str, why: object) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true but {what}: {why}")
+    pytest.skip(f"{what}: {why}")
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[aioredis.Redis]:
+    """The shared Redis at TEST_REDIS_URL; tests keep to their own namespace in it."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        _unavailable(f"Redis is unreachable at {REDIS_URL}", exc)
+    yield client
+    await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def real_redis_cache(**options: Any) -> AsyncIterator[Cache]:
+    """A cache on the real Redis, in a namespace of its own that is removed afterwards."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        _unavailable(f"Redis is unreachable at {REDIS_URL}", exc)
+    namespace = "test-" + secrets.token_hex(4)
+    cache = Cache(RedisBackend(REDIS_URL), namespace=namespace, schema_version="t", **options)
+    try:
+        yield cache
+    finally:
+        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            await client.unlink(key)
+        await client.aclose()
+        await cache.close()
+
+
+@pytest.fixture
+async def redis_cache() -> AsyncIterator[Cache]:
+    async with real_redis_cache() as cache:
+        yield cache
+
+
+@pytest.fixture
+def redis_server(tmp_path: Any) -> Any:
+    """A redis-server of this test's own, to kill, pause and restart."""
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server is not on PATH", "install Redis")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

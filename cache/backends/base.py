@@ -16,16 +16,19 @@ class Backend(abc.ABC):
         """Values in key order; None where a key is missing or expired."""
 
     @abc.abstractmethod
-    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
-        """(key, value, ttl in milliseconds), written together."""
+    async def set_many(
+        self, items: Sequence[tuple[str, bytes, int]], release: Sequence[str] = ()
+    ) -> None:
+        """(key, value, ttl in milliseconds), written together, and the `release` keys
+        (finished leases) deleted in the same round trip."""
 
     @abc.abstractmethod
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
         """Set each key that is missing; return what each key holds afterwards."""
 
     @abc.abstractmethod
-    async def acquire(self, key: str, token: bytes, ttl_ms: int) -> bool:
-        """Take a lease: True if `key` was free and is now ours for `ttl_ms`."""
+    async def acquire_many(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
+        """Take leases (key, token, ttl in ms): True where the key was free and is now ours."""
 
     @abc.abstractmethod
     async def delete(self, keys: Sequence[str]) -> None: ...

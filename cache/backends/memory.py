@@ -42,9 +42,13 @@ class MemoryBackend(Backend):
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return [self._get(key) for key in keys]
 
-    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+    async def set_many(
+        self, items: Sequence[tuple[str, bytes, int]], release: Sequence[str] = ()
+    ) -> None:
         for key, value, ttl_ms in items:
             self._set(key, value, ttl_ms)
+        for key in release:
+            self._data.pop(key, None)
 
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
         held = []
@@ -56,8 +60,9 @@ class MemoryBackend(Backend):
             held.append(current)
         return held
 
-    async def acquire(self, key: str, token: bytes, ttl_ms: int) -> bool:
-        return (await self.set_if_absent_get([(key, token, ttl_ms)]))[0] == token
+    async def acquire_many(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
+        held = await self.set_if_absent_get(items)
+        return [now == token for now, (_, token, _) in zip(held, items, strict=True)]
 
     async def delete(self, keys: Sequence[str]) -> None:
         for key in keys:

@@ -46,11 +46,15 @@ class RedisBackend(Backend):
         except (RedisError, OSError) as exc:
             raise BackendError(f"MGET failed: {exc!r}") from exc
 
-    async def set_many(self, items: Sequence[tuple[str, bytes, int]]) -> None:
+    async def set_many(
+        self, items: Sequence[tuple[str, bytes, int]], release: Sequence[str] = ()
+    ) -> None:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key, value, ttl_ms in items:
                     pipe.set(key, value, px=ttl_ms)
+                if release:
+                    pipe.unlink(*release)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BackendError(f"SET pipeline failed: {exc!r}") from exc
@@ -68,9 +72,12 @@ class RedisBackend(Backend):
             for old, (_, new, _) in zip(previous, items, strict=True)
         ]
 
-    async def acquire(self, key: str, token: bytes, ttl_ms: int) -> bool:
+    async def acquire_many(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
         try:
-            return bool(await self.client.set(key, token, px=ttl_ms, nx=True))
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, token, ttl_ms in items:
+                    pipe.set(key, token, px=ttl_ms, nx=True)
+                return [bool(taken) for taken in await pipe.execute()]
         except (RedisError, OSError) as exc:
             raise BackendError(f"lease failed: {exc!r}") from exc
 
