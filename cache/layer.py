@@ -79,6 +79,7 @@ class Cache:
         self._settles: TickBatcher[tuple[Backend, str], bytes] = TickBatcher(self._settle)
         self._flights: dict[tuple[str, tuple[bytes, ...]], asyncio.Future[Any]] = {}
         self._epoch_pending = False
+        self._degraded = False
         self._last_warning = 0.0
 
     # -- backends, behind the breaker -------------------------------------------------------
@@ -91,23 +92,34 @@ class Cache:
 
     def _failed(self, exc: BackendError) -> None:
         self.stats.backend_errors += 1
-        opened = self.breaker.failure()
+        self.breaker.failure()
+        self._degraded = True
         now = time.monotonic()
-        if opened or now - self._last_warning > 10:
+        if now - self._last_warning > 10:  # at most one warning in ten seconds
             self._last_warning = now
             logger.warning("cache backend unavailable, serving from the origin: %s", exc)
 
     def _succeeded(self) -> None:
-        if self.breaker.success():
-            logger.warning("cache backend is back")
-            # Whatever the fallback learned while Redis was away must not outlive the outage.
+        recovered = self.breaker.success()
+        if recovered or self._degraded:
+            if recovered:
+                logger.warning("cache backend is back")
+            # What the fallback learned while Redis was away, however briefly, must not
+            # outlive the outage: other processes' invalidations never reached it.
+            self._degraded = False
             self.fallback = MemoryBackend(getattr(self.fallback, "max_entries", 10_000))
 
     async def _settle_epoch(self, backend: Backend) -> None:
         """After an invalidation that could not reach the backend, invalidate everything there."""
         if self._epoch_pending:
-            await backend.set_many([(self.keys.generation("*"), _generation(), GENERATION_TTL_MS)])
-            self._epoch_pending = False
+            self._epoch_pending = False  # an invalidation failing meanwhile sets it again
+            try:
+                await backend.set_many(
+                    [(self.keys.generation("*"), _generation(), GENERATION_TTL_MS)]
+                )
+            except BackendError:
+                self._epoch_pending = True
+                raise
 
     async def _read(self, batches: Sequence[list[str]]) -> list[_Read]:
         unique = list(dict.fromkeys(key for keys in batches for key in keys))
@@ -134,6 +146,7 @@ class Cache:
         backend = self._shared()
         if backend is not None:
             try:
+                await self._settle_epoch(backend)
                 await backend.set_many(entries, releases)
                 self._succeeded()
                 return [None] * len(items)
@@ -249,7 +262,14 @@ class Cache:
         flight_key = (key, generations)
         running = self._flights.get(flight_key)
         if running is not None:
-            return await asyncio.shield(running)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this reader itself is being cancelled
+                # The leader was cancelled (its client went away): take over.
+                return await self._single_flight(backend, key, generations, ttl_ms, compute, decode)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = future
         try:
@@ -386,6 +406,7 @@ class Cache:
             return "disconnected"
         try:
             await self.backend.ping()
+            await self._settle_epoch(self.backend)
         except BackendError as exc:
             self._failed(exc)
             return "disconnected"

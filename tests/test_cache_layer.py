@@ -199,3 +199,17 @@ def test_a_policy_refuses_a_negative_age_or_a_strange_group() -> None:
         CachePolicy(max_age=-1)
     with pytest.raises(PolicyError):
         CachePolicy(max_age=1, group="a*b")
+
+
+async def test_a_reader_whose_leader_is_cancelled_computes_instead(cache: Cache) -> None:
+    origin = Origin()
+    origin.gate = asyncio.Event()
+    leader = asyncio.create_task(lookup(cache, origin, n=5))
+    await origin.started.wait()
+    follower = asyncio.create_task(lookup(cache, origin, n=5))
+    await asyncio.sleep(0.01)  # let the follower join the leader's flight
+    leader.cancel()  # the leader's client went away
+    origin.gate.set()
+    assert (await follower)[0] == [1, 2, 3]
+    with pytest.raises(asyncio.CancelledError):
+        await leader
