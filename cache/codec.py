@@ -40,34 +40,39 @@ def _list(inner: Decoder) -> Decoder:
     return lambda value: [inner(item) for item in value]
 
 
+_objects: dict[type[Any], Decoder] = {}
+
+
 def _object(cls: type[Any]) -> Decoder:
     # Hot path: build the instance without __init__, converting only the fields that need
     # it (enums, datetimes, nested objects); strings and numbers pass through untouched.
-    names = [f.python_name for f in cls.__strawberry_definition__.fields if f.base_resolver is None]
-    converted = [
-        (f.python_name, convert)
-        for f in cls.__strawberry_definition__.fields
-        if f.base_resolver is None and (convert := decoder_for(f.type)) is not _identity
-    ]
-    new = object.__new__
-    if any("__slots__" in vars(base) for base in cls.__mro__ if base is not object):
-
-        def construct(value: dict[str, Any]) -> Any:
-            for name, convert in converted:
-                value[name] = convert(value[name])
-            return cls(**{name: value[name] for name in names})
-
-        return construct
+    known = _objects.get(cls)
+    if known is not None:  # built already, or being built: a self-referencing type
+        return known
+    definition = cls.__strawberry_definition__
+    names = [f.python_name for f in definition.fields if f.base_resolver is None]
+    plain = any("__slots__" in vars(base) for base in cls.__mro__ if base is not object)
+    converted: list[tuple[str, Decoder]] = []
 
     def decode(value: dict[str, Any]) -> Any:
         if len(value) != len(names):
             value = {name: value[name] for name in names}
         for name, convert in converted:
             value[name] = convert(value[name])
-        instance = new(cls)
+        if plain:  # slotted classes have no __dict__ to fill
+            return cls(**value)
+        instance = object.__new__(cls)
         instance.__dict__ = value
         return instance
 
+    _objects[cls] = decode
+    try:
+        for f in definition.fields:
+            if f.base_resolver is None and (convert := decoder_for(f.type)) is not _identity:
+                converted.append((f.python_name, convert))
+    except BaseException:
+        del _objects[cls]
+        raise
     return decode
 
 

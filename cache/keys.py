@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import enum
 import hashlib
+import math
 from typing import Any
 
 import orjson
@@ -32,6 +33,8 @@ def _plain(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError("a non-finite float has no canonical key")
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
@@ -63,7 +66,8 @@ def fingerprint(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class KeySpace:
-    """Where this application's keys live: `namespace:version:...`."""
+    """Where this application's keys live: entries under `namespace:e:version:`, tag
+    generations under `namespace:g:`, so no entry pattern can ever match a generation."""
 
     namespace: str
     version: str
@@ -75,7 +79,7 @@ class KeySpace:
     def entry(
         self, group: str, coordinate: str, args: str, bucket: str = "", identity: str | None = None
     ) -> str:
-        key = f"{self.namespace}:{self.version}:e:{group}:{coordinate}:{args}"
+        key = f"{self.namespace}:e:{self.version}:{group}:{coordinate}:{args}"
         if bucket:
             key += f":@{bucket}"
         if identity is not None:
@@ -85,7 +89,10 @@ class KeySpace:
     def entries_of(self, group: str | None = None) -> str:
         """A glob for every entry (of one group), in every schema version. Built from a
         validated group name only: user input never reaches a pattern."""
-        return f"{_glob_literal(self.namespace)}:*:e:{_glob_literal(group) + ':' if group else ''}*"
+        namespace = _glob_literal(self.namespace)
+        if group is None:
+            return f"{namespace}:e:*"
+        return f"{namespace}:e:*:{_glob_literal(group)}:*"
 
     def generation(self, tag: str) -> str:
         # Generations outlive schema versions: a tag bumped once is stale for every version.

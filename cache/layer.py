@@ -180,10 +180,14 @@ class Cache:
             ttl = min(ttl, left)
         if ttl < 0.001:
             return await self._bypass(coordinate, compute)
+        try:
+            encoded_args = canonical_args(args)
+        except (TypeError, ValueError):  # arguments with no canonical form are not cached
+            return await self._bypass(coordinate, compute)
         key = self.keys.entry(
             policy.group,
             coordinate,
-            canonical_args(args),
+            encoded_args,
             bucket,
             identity if policy.scope is Scope.PRIVATE else None,
         )
@@ -195,9 +199,14 @@ class Cache:
             hit = self._valid(raw, generations)  # type: ignore[arg-type]
             if hit is not _MISSING:
                 created, value = hit
-                self.stats.record(coordinate, "HIT")
-                logger.debug("cache hit %s", key)
-                return decode(value), Lookup("HIT", key, max(0.0, self.clock() - created))
+                try:
+                    value = decode(value)
+                except Exception:  # an entry we cannot read is a miss, never an error
+                    logger.warning("cache entry %s could not be decoded", key, exc_info=True)
+                else:
+                    self.stats.record(coordinate, "HIT")
+                    logger.debug("cache hit %s", key)
+                    return value, Lookup("HIT", key, max(0.0, self.clock() - created))
         self.stats.record(coordinate, "MISS")
         logger.debug("cache miss %s", key)
         try:
@@ -218,10 +227,14 @@ class Cache:
 
     @staticmethod
     def _valid(raw: bytes, generations: Sequence[bytes]) -> Any:
-        entry = orjson.loads(raw)
-        if entry["g"] != [g.decode() for g in generations]:
-            return _MISSING
-        return entry["t"], entry["v"]
+        """(created, value) if the entry was stored under exactly these generations."""
+        try:
+            entry = orjson.loads(raw)
+            if entry["g"] != [g.decode() for g in generations]:
+                return _MISSING
+            return entry["t"], entry["v"]
+        except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            return _MISSING  # not an entry of ours: a miss
 
     async def _settle_generations(
         self, backend: Backend, keys: list[str], generations: list[bytes | None]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -69,7 +69,8 @@ class MemoryBackend(Backend):
             self._data.pop(key, None)
 
     async def clear(self, pattern: str) -> int:
-        doomed = [key for key in self._data if fnmatch.fnmatchcase(key, pattern)]
+        matches = _redis_glob(pattern).fullmatch
+        doomed = [key for key in self._data if matches(key)]
         for key in doomed:
             del self._data[key]
         return len(doomed)
@@ -82,3 +83,29 @@ class MemoryBackend(Backend):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def _redis_glob(pattern: str) -> re.Pattern[str]:
+    """Redis's glob (`*`, `?`, `[...]`, and `\\` escaping the next character) as a regex."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end]
+            body = "^" + body[1:] if body.startswith("^") else body
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = end + 1
+            continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.S)
