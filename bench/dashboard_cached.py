@@ -115,15 +115,33 @@ def main() -> None:
         speedup = warm[i][0].rps / uncached[i][0].rps
         overhead = warm[i][0].rps / memory[i][0].rps
         ratios.append(f"| {connections} | {speedup:.0f}x | {overhead:.2f} |")
+    missed = [
+        (connections, warm[i][0].rps / memory[i][0].rps)
+        for i, connections in enumerate(CONNECTIONS)
+        if warm[i][0].rps / memory[i][0].rps < 0.8
+    ]
+    notes = [
+        f"Target missed at {c} connection(s): {ratio:.2f} against 0.8, short by "
+        f"{(0.8 - ratio) / 0.8:.0%}. With one request in flight the server waits for Redis: the "
+        "MGET round trip (about 0.1 ms on loopback with redis-py) and the per-field cache work "
+        "(key, generation check, typed decoding) lie on every request's critical path, where "
+        "the in-memory reference has none. With many requests in flight the server is CPU-bound "
+        "and one MGET serves several operations, so the ratio rises. The in-process L1 of the "
+        "whole-operation cache issue removes the round trip from the hot path."
+        for c, ratio in missed
+    ]
     lines += [
         "",
         "| connections | warm / uncached throughput (target >= 50x) | warm / in-memory throughput (target >= 0.8) |",
         "|---:|---:|---:|",
         *ratios,
         "",
-        f"Redis commands over the whole warm server's life: `{commands}`. Every warm request "
-        "issues a single MGET (one round trip): the dashboard's five fields are collected in "
-        "one event-loop tick.",
+        *notes,
+        "",
+        f"Redis commands over the whole warm server's life: `{commands}`. At one connection every "
+        "warm request costs exactly one MGET (one round trip): the dashboard's five fields are "
+        "collected in one event-loop tick. At 16 connections the same per-tick batching serves "
+        "several concurrent operations with one MGET, hence fewer than one command per request.",
         "",
         f"Hit rate reported by `/api/cache/stats` after the warm rows: {stats['hit_rate']:.4f} "
         f"({stats['hits']} hits, {stats['misses']} misses).",

@@ -20,6 +20,7 @@ import orjson
 
 from cache.backends.base import Backend
 from cache.backends.memory import MemoryBackend
+from cache.backends.redis import RedisBackend
 from cache.batch import TickBatcher
 from cache.breaker import CircuitBreaker
 from cache.codec import Decoder, encode
@@ -68,6 +69,10 @@ class Cache:
         self.fallback = fallback or MemoryBackend()
         self.enabled = enabled
         self.keys = KeySpace(namespace, schema_version)
+        if isinstance(backend, RedisBackend):
+            backend.guard_restarts(
+                f"{namespace}:run", self.keys.generation("*"), _generation, GENERATION_TTL_MS
+            )
         self.breaker = breaker or CircuitBreaker()
         self.max_age = dict(max_age or {})
         self.lease_ms = lease_ms

@@ -487,3 +487,30 @@ async def test_concurrent_dashboard_load_has_no_errors_while_redis_is_killed(
         await wave()
         await wave()
         assert redis_server.process is None
+
+
+async def test_a_restart_that_reloads_a_snapshot_never_serves_what_was_invalidated_before_it(
+    redis_server: RedisServer,
+) -> None:
+    """Redis run with persistence: the snapshot holds an entry and its old generations; an
+    invalidation after the snapshot is lost in the crash. The new run_id gives it away."""
+    origin = Origin()
+    async with cache_on(redis_server) as cache:
+        assert (await get(cache, origin))[1].status == "MISS"
+        raw = aioredis.Redis.from_url(redis_server.url)
+        await raw.save()  # the snapshot: entry + generations as they are now
+        await raw.aclose()
+        origin.version = 2
+        await cache.invalidate(["toy"])  # acknowledged, then lost in the crash
+        redis_server.kill()
+        redis_server.start()  # reloads dump.rdb from the same directory
+        raw = aioredis.Redis.from_url(redis_server.url)
+        assert await raw.dbsize() > 0  # the old entry really came back
+        await raw.aclose()
+        deadline = time.monotonic() + 10
+        while True:
+            value, lookup = await get(cache, origin)
+            assert value == [2, 0], f"stale {value} served ({lookup.status}) after the restart"
+            if lookup.status == "HIT" or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)

@@ -256,3 +256,23 @@ async def test_health_reports_the_redis_cache(http: httpx.AsyncClient, sqlite_db
         transport=httpx.ASGITransport(app=disabled), base_url="http://t"
     ) as client:
         assert (await client.get("/health")).json()["redis_cache"] == "disabled"
+
+
+async def test_a_mutation_costs_the_same_redis_commands_whatever_the_cache_holds(
+    sqlite_db: Database, cache: Cache, commands: Any
+) -> None:
+    """No KEYS, no SCAN: one pipeline of generation bumps, sized by the change, not the cache."""
+    await add(sqlite_db, *(threat_input(n) for n in range(1, 4)))
+    await run(sqlite_db, cache, "{ stats { totalThreats } }")  # the connection is open
+
+    async def ingest_cost(n: int) -> dict[str, int]:
+        await commands()
+        await run(sqlite_db, cache, INGEST, {"threats": [crawled(n)]}, token=CRAWLER)
+        return await commands()
+
+    small = await ingest_cost(100)
+    ids = " ".join(f't{n}: threat(id: "{n}") {{ id }}' for n in range(1, 400))
+    await run(sqlite_db, cache, "{ " + ids + " }")  # hundreds more entries
+    large = await ingest_cost(101)
+    assert small == large == {"set": 5}  # threat:any, source, category, severity, id
+    assert not {"keys", "scan"} & large.keys()

@@ -3,7 +3,7 @@ short timeouts, no retries. Driver errors become BackendError here and nowhere e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from redis import asyncio as aioredis
@@ -29,7 +29,9 @@ class RedisBackend(Backend):
             retry=Retry(NoBackoff(), 0),  # the circuit breaker decides when to try again
             max_connections=max_connections,
             health_check_interval=0,
+            redis_connect_func=self._on_connect,
         )
+        self._guard: tuple[str, str, Callable[[], bytes], int] | None = None
 
     @classmethod
     def from_client(cls, client: Any) -> RedisBackend:
@@ -37,7 +39,39 @@ class RedisBackend(Backend):
         backend = cls.__new__(cls)
         backend.url = "client"
         backend.client = client
+        backend._guard = None
         return backend
+
+    def guard_restarts(
+        self, marker: str, epoch: str, generation: Callable[[], bytes], ttl_ms: int
+    ) -> None:
+        """On every new connection, if Redis restarted since `marker` was written (its run_id
+        changed, as after a restart that reloaded a snapshot), give `epoch` a new generation
+        before the connection serves anything: entries restored from before the restart,
+        some invalidated since, are never served."""
+        self._guard = (marker, epoch, generation, ttl_ms)
+
+    async def _on_connect(self, connection: Any) -> None:
+        await connection.on_connect()
+        if self._guard is None:
+            return
+        marker, epoch, generation, ttl_ms = self._guard
+        await connection.send_command("INFO", "server")
+        info = await connection.read_response()
+        run_id = next(
+            (
+                line.split(b":", 1)[1].strip()
+                for line in info.splitlines()
+                if line.startswith(b"run_id:")
+            ),
+            b"",
+        )
+        await connection.send_command("GET", marker)
+        if await connection.read_response() != run_id:
+            await connection.send_command("SET", epoch, generation(), "PX", ttl_ms)
+            await connection.read_response()
+            await connection.send_command("SET", marker, run_id)
+            await connection.read_response()
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
