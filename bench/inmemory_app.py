@@ -10,7 +10,7 @@ import asyncio
 import concurrent.futures
 from typing import Any
 
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from graph.app import create_app as create_real_app
 from graph.settings import Settings
@@ -31,7 +31,7 @@ async def _snapshot(url: str) -> dict[str, Any]:
     return snapshot
 
 
-def create_app() -> FastAPI:
+def create_app() -> ASGIApp:
     settings = Settings(CACHE_ENABLED=False)
     # uvicorn calls this factory inside its event loop: read the snapshot on another thread.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:

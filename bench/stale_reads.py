@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--readers", type=int, default=16)
     parser.add_argument("--mutations", type=int, default=1000)
-    parser.add_argument("--threats", type=int, default=50_000)
+    parser.add_argument("--threats", type=int, default=10_000)
     args = parser.parse_args()
     redis = RedisProcess()
     redis.start()

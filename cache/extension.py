@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import strawberry
+from graphql import FieldNode, get_operation_ast
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.field_extension import AsyncExtensionResolver, FieldExtension
 from strawberry.schema_directive import Location
 from strawberry.types import Info
 from strawberry.types.field import StrawberryField
+from strawberry.types.graphql import OperationType
 
 from cache.codec import Decoder, decoder_for
-from cache.layer import Cache
+from cache.layer import Cache, Lookup
 from cache.policy import Boundary, CachePolicy, Scope, Tags
 
 CacheControlScope = strawberry.enum(Scope, name="CacheControlScope")
@@ -40,10 +42,53 @@ class CacheControl:
 
 
 @dataclass
+class OperationRecord:
+    """What one execution teaches the whole-operation cache: whether every root field was
+    served by the cache, and the policy composed from them as Apollo composes it (the
+    smallest max age, PRIVATE if any field is, the union of their tags)."""
+
+    cacheable: bool = True
+    ttl: float = float("inf")
+    private: bool = False
+    generations: dict[str, bytes] = field(default_factory=dict)
+
+    def add(self, lookup: Lookup, scope: Scope) -> None:
+        if lookup.generations is None:
+            self.cacheable = False
+            return
+        self.ttl = min(self.ttl, lookup.ttl)
+        self.private = self.private or scope is Scope.PRIVATE
+        for tag, generation in zip(lookup.tags, lookup.generations, strict=True):
+            if self.generations.setdefault(tag, generation) != generation:
+                self.cacheable = False  # two fields saw different generations: never valid
+
+
+@dataclass
 class _Operation:
     cache: Cache
     identity: str | None
     records: list[dict[str, Any]] | None = field(default=None)
+    record: OperationRecord | None = None
+
+
+def _every_root_field_cached(context: Any) -> bool:
+    """A query whose root selections are plain fields, each with a cache policy."""
+    if context.operation_type is not OperationType.QUERY or context.graphql_document is None:
+        return False
+    operation = get_operation_ast(context.graphql_document, context.operation_name)
+    if operation is None:
+        return False
+    schema = context.schema
+    for selection in operation.selection_set.selections:
+        if not isinstance(selection, FieldNode) or selection.directives:
+            return False
+        name = selection.name.value
+        if name == "__typename":
+            continue
+        field_ = schema.get_field_for_type(name, "Query")
+        if field_ is None or not any(isinstance(e, CachedField) for e in field_.extensions):
+            return False
+    return True
 
 
 _operation: contextvars.ContextVar[_Operation | None] = contextvars.ContextVar(
@@ -68,13 +113,33 @@ class CacheExtension(SchemaExtension):
             records: list[dict[str, Any]] | None = (
                 [] if _from_context(context, "cache_debug") else None
             )
-            state = _Operation(cache, _from_context(context, "cache_identity"), records)
+            record = _from_context(context, "cache_operation")
+            state = _Operation(
+                cache,
+                _from_context(context, "cache_identity"),
+                records,
+                record if isinstance(record, OperationRecord) else None,
+            )
         self._state = state
         token = _operation.set(state)
         try:
             yield
         finally:
             _operation.reset(token)
+        if state is not None and state.record is not None:
+            result = self.execution_context.result
+            if self.execution_context.pre_execution_errors or result is None or result.errors:
+                state.record.cacheable = False
+
+    def on_execute(self) -> Iterator[None]:
+        state = getattr(self, "_state", None)
+        if (
+            state is not None
+            and state.record is not None
+            and not _every_root_field_cached(self.execution_context)
+        ):
+            state.record.cacheable = False
+        yield
 
     def get_results(self) -> dict[str, Any]:
         state = getattr(self, "_state", None)
@@ -123,6 +188,8 @@ class CachedField(FieldExtension):
             self._decoder(),
             state.identity,
         )
+        if state.record is not None:
+            state.record.add(lookup, self.policy.scope)
         if state.records is not None:
             state.records.append(
                 {

@@ -86,6 +86,15 @@ class KeySpace:
             key += f":u:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
         return key
 
+    def operation(self, key: str) -> str:
+        return f"{self.namespace}:o:{self.version}:{key}"
+
+    def operations(self) -> str:
+        return f"{_glob_literal(self.namespace)}:o:*"
+
+    def persisted(self, digest: str) -> str:
+        return f"{self.namespace}:q:{digest}"
+
     def entries_of(self, group: str | None = None) -> str:
         """A glob for every entry (of one group), in every schema version. Built from a
         validated group name only: user input never reaches a pattern."""

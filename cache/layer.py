@@ -26,7 +26,9 @@ from cache.breaker import CircuitBreaker
 from cache.codec import Decoder, encode
 from cache.exceptions import BackendError
 from cache.keys import KeySpace, canonical_args
+from cache.local import LocalTier
 from cache.policy import CachePolicy, Scope
+from cache.pubsub import Subscriber
 from cache.stats import CacheStats
 
 logger = logging.getLogger("vajra.cache")
@@ -41,6 +43,12 @@ class Lookup:
     status: str  # HIT, MISS or BYPASS
     key: str | None
     age: float | None
+    ttl: float = 0.0
+    # The tags the value depends on and the shared backend's generations it was read or
+    # computed under; None when it came from elsewhere (bypass, fallback), so that nothing
+    # built on it (a whole-operation entry) is ever stored.
+    tags: tuple[str, ...] = ()
+    generations: tuple[bytes, ...] | None = None
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Cache:
         breaker: CircuitBreaker | None = None,
         max_age: dict[str, int] | None = None,
         lease_ms: int = 5_000,
+        local_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
@@ -78,6 +87,13 @@ class Cache:
         self.lease_ms = lease_ms
         self.clock = clock
         self.stats = CacheStats()
+        self.channel = f"{namespace}:invalidations"
+        # Trusted only once subscribed to the channel (a cache without Redis is alone).
+        self.local = LocalTier(local_bytes)
+        if isinstance(backend, RedisBackend):
+            self.local.distrust()
+        self.local_epoch = 0
+        self._subscriber: Subscriber | None = None
         self._reads: TickBatcher[list[str], _Read] = TickBatcher(self._read)
         self._writes: TickBatcher[tuple[str, bytes, int] | str, None] = TickBatcher(self._write)
         self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
@@ -211,7 +227,15 @@ class Cache:
                 else:
                     self.stats.record(coordinate, "HIT")
                     logger.debug("cache hit %s", key)
-                    return value, Lookup("HIT", key, max(0.0, self.clock() - created))
+                    shared = read.backend is self.backend
+                    return value, Lookup(
+                        "HIT",
+                        key,
+                        max(0.0, self.clock() - created),
+                        ttl,
+                        tags,
+                        tuple(generations) if shared else None,  # type: ignore[arg-type]
+                    )
         self.stats.record(coordinate, "MISS")
         logger.debug("cache miss %s", key)
         try:
@@ -222,7 +246,8 @@ class Cache:
         value = await self._single_flight(
             read.backend, key, settled, int(ttl * 1000), compute, decode
         )
-        return value, Lookup("MISS", key, None)
+        shared = read.backend is self.backend
+        return value, Lookup("MISS", key, None, ttl, tags, settled if shared else None)
 
     async def _bypass(
         self, coordinate: str, compute: Callable[[], Awaitable[Any]]
@@ -376,14 +401,14 @@ class Cache:
     # -- the write path ---------------------------------------------------------------------
 
     async def invalidate(self, tags: Iterable[str]) -> None:
-        """Give each tag a new generation: every entry depending on one is stale from now on."""
-        items = [
-            (self.keys.generation(tag), _generation(), GENERATION_TTL_MS)
-            for tag in dict.fromkeys(tags)
-        ]
-        if not items:
+        """Give each tag a new generation: every entry depending on one is stale from now on,
+        here at once, in other processes when they hear of it."""
+        unique = list(dict.fromkeys(tags))
+        if not unique:
             return
-        for tag in dict.fromkeys(tags):
+        self.drop_local(unique)
+        items = [(self.keys.generation(tag), _generation(), GENERATION_TTL_MS) for tag in unique]
+        for tag in unique:
             self.stats.invalidations[tag] += 1
         await self.fallback.set_many(items)
         backend = self._shared()
@@ -392,7 +417,7 @@ class Cache:
             return
         try:
             await self._settle_epoch(backend)
-            await backend.set_many(items)
+            await backend.set_many(items, publish=(self.channel, orjson.dumps(unique)))
             self._succeeded()
         except BackendError as exc:
             self._failed(exc)
@@ -409,6 +434,8 @@ class Cache:
         if backend is not None:
             try:
                 removed = await backend.clear(pattern)
+                if group is None:
+                    removed += await backend.clear(self.keys.operations())
                 self._succeeded()
             except BackendError as exc:
                 self._failed(exc)
@@ -439,7 +466,32 @@ class Cache:
             self._failed(exc)
             return await self.fallback.count(self.keys.prefix, limit)
 
+    # -- the local tier and the invalidation channel ----------------------------------------
+
+    def drop_local(self, tags: Sequence[str]) -> None:
+        """Forget local entries depending on `tags`; entries being computed now are not kept."""
+        self.local_epoch += 1
+        self.local.invalidate(tags)
+
+    def _lost_channel(self) -> None:
+        self.local_epoch += 1
+        self.local.distrust()
+
+    async def start(self) -> None:
+        """Listen for other processes' invalidations (needs a running event loop)."""
+        if isinstance(self.backend, RedisBackend) and self.enabled and self._subscriber is None:
+            self._subscriber = Subscriber(
+                self.backend.url,
+                self.channel,
+                self.drop_local,
+                self.local.trust,
+                self._lost_channel,
+            )
+            self._subscriber.start()
+
     async def close(self) -> None:
+        if self._subscriber is not None:
+            await self._subscriber.stop()
         if self.backend is not None:
             await self.backend.close()
 

@@ -10,14 +10,17 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from cache import Cache, RedisBackend
 from cache.backends import MemoryBackend
 from cache.keys import fingerprint
+from cache.operation import OperationCache
 from graph.admin import cache_stats_dict, clear_cache
 from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error
 from graph.http import graphql_endpoint, json_response
+from graph.persisted import PersistedQueries
 from graph.schema import schema
 from graph.settings import Settings, get_settings
 from resolvers.errors import ResolverError
@@ -48,7 +51,7 @@ def build_cache(settings: Settings) -> Cache | None:
 
 def create_app(
     settings: Settings | None = None, db: Database | None = None, cache: Cache | None = None
-) -> FastAPI:
+) -> ASGIApp:
     """Build the app; tests hand in a database or a cache they own."""
     settings = settings or get_settings()
     logging.basicConfig(
@@ -64,6 +67,9 @@ def create_app(
         owned = state["cache"] is None
         if owned:
             state["cache"] = build_cache(settings)
+        current = state["cache"]
+        if current is not None:
+            await current.start()
         try:
             yield
         finally:
@@ -83,9 +89,13 @@ def create_app(
             authorization=request.headers.get("authorization"),
             cache=state["cache"],
             cache_debug=request.headers.get("x-cache-debug") == "1",
+            cache_operation=request.scope.get("cache.operation"),
         )
 
-    app.add_route("/graphql", graphql_endpoint(schema, context_for), methods=["GET", "POST"])
+    persisted = PersistedQueries(lambda: state["cache"])
+    app.add_route(
+        "/graphql", graphql_endpoint(schema, context_for, persisted), methods=["GET", "POST"]
+    )
 
     @app.get("/health")
     async def health() -> Response:
@@ -125,4 +135,5 @@ def create_app(
         """Counters of this process, for benchmarks and dashboards."""
         return json_response({"database_queries": database.queries})
 
-    return app
+    # Whole-operation hits are answered here, before FastAPI routing.
+    return OperationCache(app, lambda: state["cache"], path="/graphql")

@@ -7,6 +7,7 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from strawberry.dataloader import DataLoader
 
@@ -62,6 +63,7 @@ class Context:
     clock: Callable[[], dt.datetime] = _utcnow
     cache: Cache | None = None
     cache_debug: bool = False
+    cache_operation: Any = None  # filled for the whole-operation cache, when it asks
     threat_loader: DataLoader[int, records.Threat | None] = field(init=False)
 
     def __post_init__(self) -> None:

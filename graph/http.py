@@ -20,6 +20,7 @@ from strawberry.types.graphql import OperationType
 
 from graph.context import Context
 from graph.errors import ApiError, BadRequest, format_error, http_error
+from graph.persisted import PersistedQueries
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -101,7 +102,9 @@ def _check(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | No
 
 
 def graphql_endpoint(
-    schema: BaseSchema, context_for: Callable[[Request], Context]
+    schema: BaseSchema,
+    context_for: Callable[[Request], Context],
+    persisted: PersistedQueries | None = None,
 ) -> Callable[[Request], Any]:
     """The Starlette endpoint serving `schema` at one path."""
 
@@ -119,7 +122,10 @@ def graphql_endpoint(
                 http_error(error), error.status, media_type, {"Allow": "GET, POST"}
             )
         try:
-            query, variables, operation_name = _check(await _params(request))
+            params = await _params(request)
+            if persisted is not None:
+                params = await persisted.resolve(params)
+            query, variables, operation_name = _check(params)
             allowed = (
                 {OperationType.QUERY}
                 if request.method == "GET"
@@ -133,7 +139,9 @@ def graphql_endpoint(
                 allowed_operation_types=allowed,
             )
         except ApiError as exc:
-            return json_response(http_error(exc), exc.status, media_type)
+            return json_response(
+                http_error(exc), exc.status, media_type, {"cache-control": "no-store"}
+            )
         except InvalidOperationTypeError:
             error = _MethodNotAllowed("mutations must be sent with POST")
             return json_response(http_error(error), error.status, media_type, {"Allow": "POST"})
@@ -148,6 +156,7 @@ def graphql_endpoint(
         # The GraphQL-over-HTTP spec: a request that never executed is a 400 under the
         # new media type; application/json keeps 200 for every well-formed request.
         status = 400 if media_type == GRAPHQL_RESPONSE and result.data is None else 200
-        return json_response(body, status, media_type)
+        # The operation cache, when it can, replaces this with the composed policy.
+        return json_response(body, status, media_type, {"cache-control": "no-store"})
 
     return endpoint

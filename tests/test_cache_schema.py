@@ -190,17 +190,23 @@ async def test_the_debug_header_reports_each_cached_field(http: httpx.AsyncClien
 async def test_cache_stats_are_served_per_field_by_query_and_endpoint(
     http: httpx.AsyncClient,
 ) -> None:
-    for _ in range(3):
+    for _ in range(3):  # field by field
+        await http.post(
+            "/graphql", json={"query": "{ stats { totalThreats } }"}, headers={"X-Cache-Debug": "1"}
+        )
+    for _ in range(2):  # the first whole-operation lookup misses, the second hits
         await http.post("/graphql", json={"query": "{ stats { totalThreats } }"})
     rest = (await http.get("/api/cache/stats")).json()
+    assert rest["fields"]["(operation)"] == {"hits": 1, "misses": 1, "bypasses": 0, "hit_rate": 0.5}
     assert {"status", "enabled", "total_keys", "hits", "misses", "hit_rate"} <= rest.keys()
     assert rest["status"] == "connected"
     assert rest["enabled"] is True
+    # 3 debug requests (1 miss, 2 hits) and the operation miss (a field hit).
     assert rest["fields"]["Query.stats"] == {
-        "hits": 2,
+        "hits": 3,
         "misses": 1,
         "bypasses": 0,
-        "hit_rate": 0.6667,
+        "hit_rate": 0.75,
     }
     assert rest["total_keys"] >= 1
     graph = (
@@ -209,7 +215,10 @@ async def test_cache_stats_are_served_per_field_by_query_and_endpoint(
             json={"query": "{ cacheStats { hits misses hitRate fields { coordinate hits } } }"},
         )
     ).json()
-    assert graph["data"]["cacheStats"]["fields"] == [{"coordinate": "Query.stats", "hits": 2}]
+    assert graph["data"]["cacheStats"]["fields"] == [
+        {"coordinate": "(operation)", "hits": 1},
+        {"coordinate": "Query.stats", "hits": 3},
+    ]
 
 
 async def test_clear_cache_takes_a_known_family_or_nothing(http: httpx.AsyncClient) -> None:
@@ -241,7 +250,7 @@ async def test_clear_cache_takes_a_known_family_or_nothing(http: httpx.AsyncClie
     assert bad["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     everything = await http.post("/api/cache/clear", headers=auth)
     assert everything.json()["families"] == ["stats", "threats", "charts"]
-    assert everything.json()["cleared"] == 2
+    assert everything.json()["cleared"] == 3  # two field entries, one whole operation
     refused = await http.post(
         "/api/cache/clear?pattern=stats:*", headers={"Authorization": f"Bearer {CRAWLER}"}
     )
@@ -274,5 +283,6 @@ async def test_a_mutation_costs_the_same_redis_commands_whatever_the_cache_holds
     ids = " ".join(f't{n}: threat(id: "{n}") {{ id }}' for n in range(1, 400))
     await run(sqlite_db, cache, "{ " + ids + " }")  # hundreds more entries
     large = await ingest_cost(101)
-    assert small == large == {"set": 5}  # threat:any, source, category, severity, id
+    # threat:any, source, category, severity, id; and one message to the other processes
+    assert small == large == {"set": 5, "publish": 1}
     assert not {"keys", "scan"} & large.keys()

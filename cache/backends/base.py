@@ -17,10 +17,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def set_many(
-        self, items: Sequence[tuple[str, bytes, int]], release: Sequence[str] = ()
+        self,
+        items: Sequence[tuple[str, bytes, int]],
+        release: Sequence[str] = (),
+        publish: tuple[str, bytes] | None = None,
     ) -> None:
-        """(key, value, ttl in milliseconds), written together, and the `release` keys
-        (finished leases) deleted in the same round trip."""
+        """(key, value, ttl in milliseconds), written together, the `release` keys (finished
+        leases) deleted and `publish` (channel, message) sent, in the same round trip."""
 
     @abc.abstractmethod
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:

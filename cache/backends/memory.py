@@ -43,7 +43,10 @@ class MemoryBackend(Backend):
         return [self._get(key) for key in keys]
 
     async def set_many(
-        self, items: Sequence[tuple[str, bytes, int]], release: Sequence[str] = ()
+        self,
+        items: Sequence[tuple[str, bytes, int]],
+        release: Sequence[str] = (),
+        publish: tuple[str, bytes] | None = None,
     ) -> None:
         for key, value, ttl_ms in items:
             self._set(key, value, ttl_ms)

@@ -81,7 +81,10 @@ class RedisBackend(Backend):
             raise BackendError(f"MGET failed: {exc!r}") from exc
 
     async def set_many(
-        self, items: Sequence[tuple[str, bytes, int]], release: Sequence[str] = ()
+        self,
+        items: Sequence[tuple[str, bytes, int]],
+        release: Sequence[str] = (),
+        publish: tuple[str, bytes] | None = None,
     ) -> None:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
@@ -89,6 +92,8 @@ class RedisBackend(Backend):
                     pipe.set(key, value, px=ttl_ms)
                 if release:
                     pipe.unlink(*release)
+                if publish is not None:
+                    pipe.publish(*publish)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BackendError(f"SET pipeline failed: {exc!r}") from exc

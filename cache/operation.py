@@ -1,0 +1,341 @@
+"""The whole-operation cache: a response served at the ASGI layer, before routing, parsing,
+validation and execution, when every field of the operation is cacheable.
+
+An entry is the response body with the tags and generations its fields were read under,
+checked against Redis on every L2 hit (one MGET) and trusted in the local tier while this
+process hears every invalidation. HTTP gets the composed policy: Cache-Control, Age, ETag,
+and 304 for a matching If-None-Match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from cache.exceptions import BackendError
+from cache.extension import OperationRecord
+from cache.keys import canonical_args
+from cache.layer import Cache
+from cache.local import LocalEntry
+
+logger = logging.getLogger("vajra.cache")
+
+ASGIApp = Callable[..., Any]
+OPERATION = "(operation)"  # the coordinate whole-operation hits and misses are counted under
+_JSON_TYPES = (b"application/json", b"application/graphql-response+json")
+
+
+def _header(scope: MutableMapping[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def etag_of(body: bytes) -> bytes:
+    return b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
+
+
+class OperationCache:
+    """ASGI middleware for one GraphQL path. `cache()` gives the process's Cache (or None);
+    `prepare(request)` may rewrite a request's parameters first (persisted queries)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        cache: Callable[[], Cache | None],
+        *,
+        path: str = "/graphql",
+        identity: Callable[[MutableMapping[str, Any]], str | None] = lambda scope: None,
+        max_known: int = 10_000,
+    ) -> None:
+        self.app = app
+        self.cache = cache
+        self.path = path
+        self.identity = identity
+        # op key -> the tags its entry depends on, so an L2 hit is one MGET; and op keys
+        # whose policy is PRIVATE, which are keyed per caller.
+        self._tags: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._private: set[str] = set()
+        self.max_known = max_known
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        cache = self.cache() if scope["type"] == "http" and scope["path"] == self.path else None
+        if (
+            cache is None
+            or not cache.enabled
+            or scope["method"] not in ("GET", "POST")
+            or _header(scope, b"x-cache-debug") is not None  # field by field, not stored
+        ):
+            await self.app(scope, receive, send)
+            return
+        body, receive = await _buffer(receive)
+        key = self._key(scope, body)
+        if key is None:
+            await self._miss(cache, None, scope, receive, send)
+            return
+        if key in self._private:
+            caller = self.identity(scope)
+            if caller is None:
+                await self._miss(cache, None, scope, receive, send)
+                return
+            key += ":" + hashlib.sha256(caller.encode()).hexdigest()[:16]
+        entry = cache.local.get(key)
+        if entry is None:
+            entry = await self._remote(cache, key)
+        if entry is not None:
+            cache.stats.record(OPERATION, "HIT")
+            await _respond(scope, send, entry, cache.clock(), "HIT")
+            return
+        cache.stats.record(OPERATION, "MISS")
+        await self._miss(cache, key, scope, receive, send)
+
+    def _key(self, scope: MutableMapping[str, Any], body: bytes) -> str | None:
+        """document hash | operation name | canonical variables | media type; None when
+        the request is not one we can key (the app then answers it, errors included)."""
+        try:
+            if scope["method"] == "GET":
+                raw = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
+                params: dict[str, Any] = {k: v[-1] for k, v in raw.items()}
+                for name in ("variables", "extensions"):
+                    if name in params:
+                        params[name] = orjson.loads(params[name])
+            else:
+                if (_header(scope, b"content-type") or b"").split(b";")[
+                    0
+                ].strip() != b"application/json":
+                    return None
+                params = orjson.loads(body)
+            query, extensions = params.get("query"), params.get("extensions") or {}
+            persisted = (extensions.get("persistedQuery") or {}).get("sha256Hash")
+            if isinstance(query, str):
+                document = hashlib.sha256(query.encode()).hexdigest()
+                if persisted is not None and persisted != document:
+                    return None  # the app refuses the mismatch
+            elif isinstance(persisted, str):
+                document = persisted
+            else:
+                return None
+            variables = canonical_args(params.get("variables") or {})
+            accept = _header(scope, b"accept") or b""
+            media = b"g" if b"graphql-response+json" in accept.split(b",")[0] else b"j"
+        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
+            return None
+        name = params.get("operationName") or ""
+        if not isinstance(name, str):
+            return None
+        raw_key = f"{document}|{name}|{variables}|{media.decode()}"
+        return hashlib.sha256(raw_key.encode()).hexdigest()[:40]
+
+    async def _remote(self, cache: Cache, key: str) -> LocalEntry | None:
+        backend = cache._shared()
+        if backend is None:
+            return None
+        entry_key = cache.keys.operation(key)
+        tags = self._tags.get(key)
+        try:
+            if tags is None:
+                raw = (await backend.get_many([entry_key]))[0]
+                if raw is None:
+                    return None
+                stored = orjson.loads(raw)
+                tags = tuple(stored["tags"])
+                current = await backend.get_many([cache.keys.generation(t) for t in tags])
+            else:
+                raw, *current = await backend.get_many(
+                    [entry_key, *(cache.keys.generation(t) for t in tags)]
+                )
+                if raw is None:
+                    return None
+                stored = orjson.loads(raw)
+            cache._succeeded()
+        except BackendError as exc:
+            cache._failed(exc)
+            return None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+        if (
+            tuple(stored["tags"]) != tags
+            or [g.decode() if g else None for g in current] != stored["g"]
+        ):
+            return None
+        entry = LocalEntry(
+            value=stored["b"].encode(),
+            tags=tags,
+            created=stored["t"],
+            expires=stored["t"] + stored["a"],
+            meta=(stored["m"], "private" if stored["p"] else "public"),
+        )
+        epoch = cache.local_epoch
+        if cache.local_epoch == epoch:
+            cache.local.put(key, entry)
+        return entry
+
+    async def _miss(
+        self,
+        cache: Cache,
+        key: str | None,
+        scope: MutableMapping[str, Any],
+        receive: Any,
+        send: Any,
+    ) -> None:
+        record = OperationRecord()
+        scope["cache.operation"] = record
+        epoch = cache.local_epoch
+        started: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    await self._finish(
+                        cache, key, scope, send, started, b"".join(chunks), record, epoch
+                    )
+            else:
+                await send(message)
+
+        await self.app(scope, receive, capture)
+
+    async def _finish(
+        self,
+        cache: Cache,
+        key: str | None,
+        scope: MutableMapping[str, Any],
+        send: Any,
+        started: dict[str, Any],
+        body: bytes,
+        record: OperationRecord,
+        epoch: int,
+    ) -> None:
+        headers = [
+            (k, v)
+            for k, v in started.get("headers", [])
+            if k.lower() not in (b"content-length", b"cache-control")
+        ]
+        media = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+        cacheable = (
+            key is not None
+            and record.cacheable
+            and started.get("status") == 200
+            and media in _JSON_TYPES
+            and record.ttl >= 1
+            and record.generations
+        )
+        if not cacheable or key is None:
+            headers.append((b"cache-control", b"no-store"))
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**started, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if record.private:
+            caller = self.identity(scope)
+            self._private.add(key)
+            if caller is None:
+                key = None
+            else:
+                key += ":" + hashlib.sha256(caller.encode()).hexdigest()[:16]
+        now = cache.clock()
+        tags = tuple(sorted(record.generations))
+        entry = LocalEntry(
+            body,
+            tags,
+            now,
+            now + int(record.ttl),
+            (media.decode(), "private" if record.private else "public"),
+        )
+        if key is not None:
+            await self._store(cache, key, entry, record)
+            if cache.local_epoch == epoch:  # nothing was invalidated while we computed
+                cache.local.put(key, entry)
+        await _respond(scope, send, entry, now, "MISS", status=started.get("status", 200))
+
+    async def _store(
+        self, cache: Cache, key: str, entry: LocalEntry, record: OperationRecord
+    ) -> None:
+        self._tags[key] = entry.tags
+        self._tags.move_to_end(key)
+        while len(self._tags) > self.max_known:
+            self._tags.popitem(last=False)
+        backend = cache._shared()
+        if backend is None:
+            return
+        stored = {
+            "b": entry.value.decode(),
+            "m": entry.meta[0],
+            "p": record.private,
+            "t": entry.created,
+            "a": int(record.ttl),
+            "tags": list(entry.tags),
+            "g": [record.generations[t].decode() for t in entry.tags],
+        }
+        try:
+            await backend.set_many(
+                [(cache.keys.operation(key), orjson.dumps(stored), int(record.ttl * 1000))]
+            )
+            cache._succeeded()
+        except BackendError as exc:
+            cache._failed(exc)
+
+
+async def _buffer(receive: Any) -> tuple[bytes, Any]:
+    """The whole request body, and a receive that replays it to the app."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        message: dict[str, Any] = await receive()
+        return message
+
+    return body, replay
+
+
+async def _respond(
+    scope: MutableMapping[str, Any],
+    send: Any,
+    entry: LocalEntry,
+    now: float,
+    status_text: str,
+    status: int = 200,
+) -> None:
+    age = max(0, int(now - entry.created))
+    left = max(0, int(entry.expires - now))
+    media, visibility = entry.meta
+    tag = etag_of(entry.value)
+    headers = [
+        (b"cache-control", f"max-age={left}, {visibility}".encode()),
+        (b"age", str(age).encode()),
+        (b"etag", tag),
+        (b"x-cache", status_text.encode()),
+    ]
+    match = _header(scope, b"if-none-match")
+    if match is not None and tag in [m.strip() for m in match.split(b",")] + [b"*"]:
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers += [
+        (b"content-type", media.encode()),
+        (b"content-length", str(len(entry.value)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": entry.value})

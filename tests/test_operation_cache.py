@@ -1,0 +1,186 @@
+"""The whole-operation cache and HTTP caching: hits before routing, Cache-Control, Age, ETag
+and 304, persisted queries, and invalidation shared with the field cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from cache import Cache, RedisBackend
+from graph.app import create_app
+from graph.settings import Settings
+from resolvers.store import Database
+from tests.conftest import ADMIN, CRAWLER, add, threat_input
+from tests.redis_server import RedisServer
+from tests.test_ingest import INGEST, crawled
+
+DASHBOARD = "{ stats { totalThreats } trend(days: 3) { count } threats(limit: 2) { total } }"
+
+
+@pytest.fixture
+async def cache(redis_server: RedisServer) -> AsyncIterator[Cache]:
+    own = Cache(RedisBackend(redis_server.url), namespace="o", schema_version="t")
+    yield own
+    await own.close()
+
+
+@pytest.fixture
+async def http(sqlite_db: Database, cache: Cache) -> AsyncIterator[httpx.AsyncClient]:
+    await add(sqlite_db, *(threat_input(n) for n in range(1, 4)))
+    settings = Settings(
+        DATABASE_URL=sqlite_db.url, VAJRA_CRAWLER_TOKEN=CRAWLER, VAJRA_ADMIN_TOKEN=ADMIN
+    )
+    app = create_app(settings, db=sqlite_db, cache=cache)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        yield client
+
+
+async def query(http: httpx.AsyncClient, text: str = DASHBOARD, **headers: str) -> httpx.Response:
+    return await http.post("/graphql", json={"query": text}, headers=headers)
+
+
+async def test_a_repeated_operation_is_answered_whole_with_cache_headers(
+    http: httpx.AsyncClient, sqlite_db: Database
+) -> None:
+    first = await query(http)
+    assert first.headers["x-cache"] == "MISS"
+    assert first.headers["cache-control"] == "max-age=60, public"  # the smallest max age: stats
+    queries = sqlite_db.queries
+    second = await query(http)
+    assert second.headers["x-cache"] == "HIT"
+    assert second.content == first.content
+    assert second.headers["etag"] == first.headers["etag"]
+    assert int(second.headers["age"]) >= 0
+    assert second.headers["content-type"] == "application/json"
+    assert sqlite_db.queries == queries
+
+
+async def test_a_matching_if_none_match_gets_304(http: httpx.AsyncClient) -> None:
+    etag = (await query(http)).headers["etag"]
+    again = await query(http, **{"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    other = await query(http, **{"If-None-Match": '"something-else"'})
+    assert other.status_code == 200
+
+
+async def test_mutations_errors_and_uncached_fields_are_no_store(http: httpx.AsyncClient) -> None:
+    mutation = await http.post(
+        "/graphql",
+        json={"query": INGEST, "variables": {"threats": [crawled(1)]}},
+        headers={"Authorization": f"Bearer {CRAWLER}"},
+    )
+    assert mutation.headers["cache-control"] == "no-store"
+    error = await query(http, "{ threats(page: 0) { total } }")
+    assert error.headers["cache-control"] == "no-store"
+    uncached = await query(http, "{ stats { totalThreats } cacheStats { hits } }")
+    assert uncached.headers["cache-control"] == "no-store"
+    assert (await query(http, "{ stats { totalThreats } cacheStats { hits } }")).headers.get(
+        "x-cache"
+    ) != "HIT"
+
+
+async def test_a_mutation_makes_the_whole_operation_stale_before_it_returns(
+    http: httpx.AsyncClient,
+) -> None:
+    before = orjson.loads((await query(http)).content)
+    assert (await query(http)).headers["x-cache"] == "HIT"
+    await http.post(
+        "/graphql",
+        json={"query": INGEST, "variables": {"threats": [crawled(77)]}},
+        headers={"Authorization": f"Bearer {CRAWLER}"},
+    )
+    after = await query(http)
+    assert after.headers["x-cache"] == "MISS"
+    assert (
+        after.json()["data"]["stats"]["totalThreats"] == before["data"]["stats"]["totalThreats"] + 1
+    )
+
+
+async def test_variables_and_operation_names_are_part_of_the_key(http: httpx.AsyncClient) -> None:
+    text = "query Trend($d: Int!) { trend(days: $d) { count } }"
+    two = await http.post("/graphql", json={"query": text, "variables": {"d": 2}})
+    three = await http.post("/graphql", json={"query": text, "variables": {"d": 3}})
+    assert len(two.json()["data"]["trend"]) == 2
+    assert len(three.json()["data"]["trend"]) == 3
+    again = await http.post(
+        "/graphql", json={"query": text, "variables": {"d": 2}, "operationName": "Trend"}
+    )
+    assert again.json() == two.json()
+
+
+def persisted(text: str) -> dict[str, Any]:
+    return {
+        "persistedQuery": {"version": 1, "sha256Hash": hashlib.sha256(text.encode()).hexdigest()}
+    }
+
+
+async def test_persisted_queries_register_then_answer_by_hash_over_get(
+    http: httpx.AsyncClient,
+) -> None:
+    extensions = orjson.dumps(persisted(DASHBOARD)).decode()
+    unknown = await http.get("/graphql", params={"extensions": extensions})
+    assert unknown.status_code == 200
+    assert unknown.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    registered = await http.post(
+        "/graphql", json={"query": DASHBOARD, "extensions": persisted(DASHBOARD)}
+    )
+    assert "errors" not in registered.json()
+    by_hash = await http.get("/graphql", params={"extensions": extensions})
+    assert by_hash.json() == registered.json()
+    assert by_hash.headers["cache-control"].startswith("max-age=")
+
+
+async def test_a_persisted_hash_that_does_not_match_its_query_is_refused(
+    http: httpx.AsyncClient,
+) -> None:
+    wrong = await http.post(
+        "/graphql", json={"query": DASHBOARD, "extensions": persisted("{ stats { sources } }")}
+    )
+    assert wrong.status_code == 400
+    assert wrong.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert "does not match" in wrong.json()["errors"][0]["message"]
+
+
+async def test_the_local_tier_answers_without_redis_and_hears_other_processes(
+    http: httpx.AsyncClient, cache: Cache, redis_server: RedisServer
+) -> None:
+    await cache.start()
+    assert cache._subscriber is not None
+    await asyncio.wait_for(cache._subscriber.subscribed.wait(), 5)
+    await query(http)
+    assert (await query(http)).headers["x-cache"] == "HIT"
+    assert len(cache.local) == 1
+    other = Cache(RedisBackend(redis_server.url), namespace="o", schema_version="t")
+    await other.invalidate(["threat:any"])  # another process ingested
+    await other.close()
+    async with asyncio.timeout(5):
+        while len(cache.local):
+            await asyncio.sleep(0.005)
+    assert (await query(http)).headers["x-cache"] == "MISS"
+
+
+async def test_a_lost_subscription_stops_the_local_tier_from_answering(
+    cache: Cache, redis_server: RedisServer
+) -> None:
+    await cache.start()
+    assert cache._subscriber is not None
+    await asyncio.wait_for(cache._subscriber.subscribed.wait(), 5)
+    assert cache.local.trusted
+    redis_server.kill()
+    async with asyncio.timeout(5):
+        while cache.local.trusted:
+            await asyncio.sleep(0.01)
+    redis_server.start()
+    async with asyncio.timeout(10):
+        while not cache.local.trusted:
+            await asyncio.sleep(0.02)
