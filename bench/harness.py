@@ -11,11 +11,14 @@ import asyncio
 import contextlib
 import os
 import platform
+import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -250,3 +253,49 @@ def write_report(name: str, lines: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+@dataclass
+class WrkResult:
+    connections: int
+    rps: float
+    p50: float  # milliseconds
+    p99: float
+    requests: int
+    errors: int
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        return float("nan")
+    value, unit = float(match[1]), match[2]
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def wrk(
+    port: int, body: bytes, *, connections: int, seconds: float, path: str = "/graphql"
+) -> WrkResult:
+    """wrk (one thread: the server has the other core) POSTing `body` as JSON."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: apt-get install wrk")
+    script = f'wrk.method = "POST"\nwrk.body = [==[{body.decode()}]==]\nwrk.headers["Content-Type"] = "application/json"\n'
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+    args = [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", handle.name,
+        f"http://127.0.0.1:{port}{path}",
+    ]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    Path(handle.name).unlink()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    requests = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non_2xx[1]) if non_2xx else 0) + (
+        sum(int(g) for g in socket.groups()) if socket else 0
+    )
+    return WrkResult(
+        connections, rps, _ms(latency.get("50", "")), _ms(latency.get("99", "")), requests, errors
+    )

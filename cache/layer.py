@@ -40,7 +40,7 @@ _MISSING = object()
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    status: str  # HIT, MISS or BYPASS
+    status: str  # HIT, MISS (computed), COALESCED (waited for another's computation), BYPASS
     key: str | None
     age: float | None
     ttl: float = 0.0
@@ -236,18 +236,21 @@ class Cache:
                         tags,
                         tuple(generations) if shared else None,  # type: ignore[arg-type]
                     )
-        self.stats.record(coordinate, "MISS")
         logger.debug("cache miss %s", key)
         try:
             settled = await self._settle_generations(read.backend, generation_keys, generations)
         except BackendError as exc:
             self._failed(exc)
+            self.stats.record(coordinate, "MISS")
             return await compute(), Lookup("MISS", key, None)
+        # A reader that finds the same computation running waits for it: COALESCED.
+        status = "COALESCED" if (key, settled) in self._flights else "MISS"
+        self.stats.record(coordinate, status)
         value = await self._single_flight(
             read.backend, key, settled, int(ttl * 1000), compute, decode
         )
         shared = read.backend is self.backend
-        return value, Lookup("MISS", key, None, ttl, tags, settled if shared else None)
+        return value, Lookup(status, key, None, ttl, tags, settled if shared else None)
 
     async def _bypass(
         self, coordinate: str, compute: Callable[[], Awaitable[Any]]

@@ -20,6 +20,7 @@ class LocalEntry:
     created: float
     expires: float
     meta: tuple[str, ...] = ()
+    etag: bytes = b""
 
 
 class LocalTier:

@@ -9,19 +9,24 @@ from typing import Any
 
 @dataclass
 class FieldCounts:
+    """`coalesced` lookups missed but waited for another reader's computation: they are
+    not hits (hit_rate counts hits only) and cost the origin nothing."""
+
     hits: int = 0
     misses: int = 0
     bypasses: int = 0
+    coalesced: int = 0
 
     @property
     def hit_rate(self) -> float:
-        looked_up = self.hits + self.misses
+        looked_up = self.hits + self.misses + self.coalesced
         return round(self.hits / looked_up, 4) if looked_up else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "hits": self.hits,
             "misses": self.misses,
+            "coalesced": self.coalesced,
             "bypasses": self.bypasses,
             "hit_rate": self.hit_rate,
         }
@@ -41,6 +46,8 @@ class CacheStats:
             counts.hits += 1
         elif status == "MISS":
             counts.misses += 1
+        elif status == "COALESCED":
+            counts.coalesced += 1
         else:
             counts.bypasses += 1
 
@@ -51,4 +58,5 @@ class CacheStats:
             total.hits += counts.hits
             total.misses += counts.misses
             total.bypasses += counts.bypasses
+            total.coalesced += counts.coalesced
         return total

@@ -23,6 +23,7 @@ class FieldCacheStats:
     coordinate: str
     hits: int
     misses: int
+    coalesced: int
     bypasses: int
     hit_rate: float
 

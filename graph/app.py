@@ -41,6 +41,7 @@ def build_cache(settings: Settings) -> Cache | None:
         namespace=settings.cache_namespace,
         schema_version=fingerprint(schema.as_str() + CODEC_VERSION),
         fallback=MemoryBackend(settings.cache_fallback_entries),
+        local_bytes=settings.cache_local_mb * 1024 * 1024,
         max_age={
             "stats": settings.cache_ttl_stats,
             "threats": settings.cache_ttl_threats,
@@ -135,5 +136,7 @@ def create_app(
         """Counters of this process, for benchmarks and dashboards."""
         return json_response({"database_queries": database.queries})
 
+    if not settings.cache_operations:
+        return app
     # Whole-operation hits are answered here, before FastAPI routing.
     return OperationCache(app, lambda: state["cache"], path="/graphql")

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     cache_fallback_entries: int = Field(
         default=10_000, ge=0, validation_alias="CACHE_FALLBACK_ENTRIES"
     )
+    cache_operations: bool = Field(default=True, validation_alias="CACHE_OPERATIONS")
+    cache_local_mb: int = Field(default=64, ge=0, validation_alias="CACHE_LOCAL_MB")
 
     @field_validator("crawler_token", "admin_token")
     @classmethod

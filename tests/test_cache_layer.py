@@ -121,6 +121,8 @@ async def test_concurrent_identical_misses_compute_once(cache: Cache) -> None:
     origin.gate.set()
     results = await asyncio.gather(*readers)
     assert origin.calls == 1
+    counts = cache.stats.fields["Query.things"]
+    assert (counts.misses, counts.coalesced) == (1, 199)
     assert all(value == [1, 2, 3] for value, _ in results)
 
 

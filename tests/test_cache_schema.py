@@ -197,7 +197,13 @@ async def test_cache_stats_are_served_per_field_by_query_and_endpoint(
     for _ in range(2):  # the first whole-operation lookup misses, the second hits
         await http.post("/graphql", json={"query": "{ stats { totalThreats } }"})
     rest = (await http.get("/api/cache/stats")).json()
-    assert rest["fields"]["(operation)"] == {"hits": 1, "misses": 1, "bypasses": 0, "hit_rate": 0.5}
+    assert rest["fields"]["(operation)"] == {
+        "hits": 1,
+        "misses": 1,
+        "coalesced": 0,
+        "bypasses": 0,
+        "hit_rate": 0.5,
+    }
     assert {"status", "enabled", "total_keys", "hits", "misses", "hit_rate"} <= rest.keys()
     assert rest["status"] == "connected"
     assert rest["enabled"] is True
@@ -205,6 +211,7 @@ async def test_cache_stats_are_served_per_field_by_query_and_endpoint(
     assert rest["fields"]["Query.stats"] == {
         "hits": 3,
         "misses": 1,
+        "coalesced": 0,
         "bypasses": 0,
         "hit_rate": 0.75,
     }

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from redis import asyncio as aioredis
 
 from cache import Cache, RedisBackend
 from graph.app import create_app
@@ -184,3 +185,35 @@ async def test_a_lost_subscription_stops_the_local_tier_from_answering(
     async with asyncio.timeout(10):
         while not cache.local.trusted:
             await asyncio.sleep(0.02)
+
+
+async def test_an_l2_hit_is_one_round_trip_once_the_process_knows_the_operation(
+    sqlite_db: Database, cache: Cache, redis_server: RedisServer
+) -> None:
+    await add(sqlite_db, threat_input(1))
+    settings = Settings(DATABASE_URL=sqlite_db.url)
+    client = aioredis.Redis.from_url(redis_server.url)
+
+    async def mgets() -> int:
+        stats = await client.info("commandstats")
+        return int(stats.get("cmdstat_mget", {}).get("calls", 0))
+
+    writer = create_app(settings, db=sqlite_db, cache=cache)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=writer), base_url="http://t"
+    ) as http:
+        assert (await query(http)).headers["x-cache"] == "MISS"
+    # Another process: no L1 (not subscribed), no memory of this operation yet.
+    other = Cache(RedisBackend(redis_server.url), namespace="o", schema_version="t")
+    reader = create_app(settings, db=sqlite_db, cache=other)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=reader), base_url="http://t"
+    ) as http:
+        costs = []
+        for _ in range(3):
+            before = await mgets()
+            assert (await query(http)).headers["x-cache"] == "HIT"
+            costs.append(await mgets() - before)
+    await other.close()
+    await client.aclose()
+    assert costs == [2, 1, 1]
