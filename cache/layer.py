@@ -410,6 +410,14 @@ class Cache:
         if not unique:
             return
         self.drop_local(unique)
+        try:
+            await self._bump(unique)
+        finally:
+            # Again once the new generations are in place: a reader that ran while they were
+            # on their way read the old ones and may have put what it built in the local tier.
+            self.drop_local(unique)
+
+    async def _bump(self, unique: list[str]) -> None:
         items = [(self.keys.generation(tag), _generation(), GENERATION_TTL_MS) for tag in unique]
         for tag in unique:
             self.stats.invalidations[tag] += 1

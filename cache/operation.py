@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import socket
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
@@ -28,6 +30,8 @@ logger = logging.getLogger("vajra.cache")
 
 ASGIApp = Callable[..., Any]
 OPERATION = "(operation)"  # the coordinate whole-operation hits and misses are counted under
+# Which process answered: lets clients (and the cross-process benchmark) tell workers apart.
+NODE = (b"x-cache-node", f"{socket.gethostname()}-{os.getpid()}".encode())
 _JSON_TYPES = (b"application/json", b"application/graphql-response+json")
 
 
@@ -148,6 +152,9 @@ class OperationCache:
             return None
         entry_key = cache.keys.operation(key)
         tags = self._tags.get(key)
+        # Read before the round trip: an invalidation heard while it is in flight may make
+        # what it returns stale, and then it must not go into the local tier.
+        epoch = cache.local_epoch
         try:
             if tags is None:
                 raw = (await backend.get_many([entry_key]))[0]
@@ -184,7 +191,6 @@ class OperationCache:
             expires=stored["t"] + stored["a"],
             meta=(stored["m"], "private" if stored["p"] else "public"),
         )
-        epoch = cache.local_epoch
         if cache.local_epoch == epoch:
             cache.local.put(key, entry)
         return entry
@@ -244,6 +250,7 @@ class OperationCache:
         )
         if not cacheable or key is None:
             headers.append((b"cache-control", b"no-store"))
+            headers.append(NODE)
             headers.append((b"content-length", str(len(body)).encode()))
             await send({**started, "headers": headers})
             await send({"type": "http.response.body", "body": body})
@@ -343,6 +350,7 @@ async def _respond(
         (b"age", str(age).encode()),
         (b"etag", tag),
         (b"x-cache", status_text.encode()),
+        NODE,
     ]
     match = _header(scope, b"if-none-match")
     if match is not None and tag in [m.strip() for m in match.split(b",")] + [b"*"]:

@@ -217,3 +217,44 @@ async def test_an_l2_hit_is_one_round_trip_once_the_process_knows_the_operation(
     await other.close()
     await client.aclose()
     assert costs == [2, 1, 1]
+
+
+async def test_no_whole_operation_hit_is_stale_under_concurrent_mutations(
+    http: httpx.AsyncClient, cache: Cache
+) -> None:
+    await cache.start()
+    assert cache._subscriber is not None
+    await asyncio.wait_for(cache._subscriber.subscribed.wait(), 5)
+    base = (await query(http)).json()["data"]["stats"]["totalThreats"]
+    returned = 0
+    stale: list[tuple[Any, ...]] = []
+    hits = 0
+    done = asyncio.Event()
+
+    async def reader() -> None:
+        nonlocal hits
+        while not done.is_set():
+            expected = base + returned
+            response = await query(http)
+            hits += response.headers["x-cache"] == "HIT"
+            total = response.json()["data"]["stats"]["totalThreats"]
+            if total < expected:
+                stale.append((total, expected, response.headers["x-cache"]))
+            await asyncio.sleep(0)  # a server interleaves requests; so do we
+
+    async def crawler() -> None:
+        nonlocal returned
+        for n in range(30):
+            response = await http.post(
+                "/graphql",
+                json={"query": INGEST, "variables": {"threats": [crawled(5000 + n)]}},
+                headers={"Authorization": f"Bearer {CRAWLER}"},
+            )
+            assert "errors" not in response.json()
+            returned += 1
+            await asyncio.sleep(0.005)
+        done.set()
+
+    await asyncio.gather(crawler(), *(reader() for _ in range(6)))
+    assert stale == []
+    assert hits > 0
