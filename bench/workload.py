@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 from redis.exceptions import RedisError
 
@@ -26,13 +27,22 @@ from cache.codec import Decoder, encode
 from cache.exceptions import BackendError
 from cache.keys import canonical_args
 from cache.layer import Lookup
+from graph.app import create_app
 from graph.context import Context, Tokens
 from graph.schema import schema
+from graph.settings import Settings
 from resolvers.store import Database
 
 TOKEN = "bench-crawler"
 INGEST = "mutation($t: [ThreatInput!]!) { ingestThreats(threats: $t) { inserted } }"
 SEVERITIES = ("CRITICAL", "HIGH", "MEDIUM", "LOW", "INFO")
+DASHBOARD = """{
+  stats { totalThreats }
+  threats(limit: 10) { total items { id } }
+  trend(days: 10) { count }
+  severityBreakdown { count }
+  sourceBreakdown { count }
+}"""
 SOURCES = ("nvd", "github-advisory", "otx", "urlhaus", "phishtank", "malwarebazaar", "cisa-kev")
 
 
@@ -136,9 +146,12 @@ async def run(
     seconds: float | None = None,
     warmup: float = 0.0,
     seed: int = 7,
+    over_http: bool = False,
 ) -> Outcome:
     """`readers` tasks read while one crawler runs `mutations` ingests, `interval` apart;
-    counting starts after `warmup` seconds of reading alone (a warm, steady cache)."""
+    counting starts after `warmup` seconds of reading alone (a warm, steady cache).
+    `over_http` sends everything through the ASGI app, whole-operation cache included, and
+    reads the dashboard alone (one operation, so that whole-operation hits happen)."""
     base = await db.count()
     outcome = Outcome()
     returned = 0  # mutations that have returned
@@ -150,25 +163,54 @@ async def run(
             db=db, tokens=tokens, authorization=authorization, cache=cache, cache_debug=True
         )
 
+    client = None
+    if over_http:
+        await cache.start()
+        if cache._subscriber is not None:
+            await asyncio.wait_for(cache._subscriber.subscribed.wait(), 10)
+        app = create_app(
+            Settings(DATABASE_URL=db.url, VAJRA_CRAWLER_TOKEN=TOKEN), db=db, cache=cache
+        )
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+
+    async def execute(
+        query: str, variables: Any = None, token: str | None = None
+    ) -> tuple[Any, list[str]]:
+        """(data or None on errors, the cache statuses seen)."""
+        if client is None:
+            authorization = f"Bearer {token}" if token else None
+            result = await schema.execute(
+                query, variable_values=variables, context_value=context(authorization)
+            )
+            statuses = [r["status"] for r in (result.extensions or {}).get("cache", [])]
+            return (None if result.errors else result.data), statuses
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = await client.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=headers
+        )
+        body = response.json()
+        await asyncio.sleep(0)  # a server interleaves requests; an L1 hit never waits
+        return (None if "errors" in body else body["data"]), [response.headers.get("x-cache", "")]
+
     async def reader(n: int) -> None:
         rng = random.Random(seed * 1000 + n)
         while not done.is_set():
             expected = base + returned
             started = time.perf_counter()
-            result = await schema.execute(_reads(rng, base), context_value=context())
+            data, statuses = await execute(DASHBOARD if over_http else _reads(rng, base))
             outcome.read_latencies.append(time.perf_counter() - started)
             outcome.reads += 1
-            if result.errors or result.data is None:
+            if data is None:
                 outcome.errors += 1
                 continue
-            if min(_counts(result.data)) < expected:
+            if min(_counts(data)) < expected:
                 outcome.stale += 1
-            for record in (result.extensions or {}).get("cache", []):
-                if record["status"] == "HIT":
+            for status in statuses:
+                if status == "HIT":
                     outcome.hits += 1
-                elif record["status"] == "MISS":
+                elif status == "MISS":
                     outcome.misses += 1
-                elif record["status"] == "COALESCED":
+                elif status == "COALESCED":
                     outcome.coalesced += 1
 
     async def crawler() -> None:
@@ -191,10 +233,8 @@ async def run(
                 "category": "vulnerability",
                 "publishedAt": (now - dt.timedelta(minutes=i % 600)).isoformat(),
             }
-            result = await schema.execute(
-                INGEST, variable_values={"t": [threat]}, context_value=context(f"Bearer {TOKEN}")
-            )
-            if result.errors:
+            data, _ = await execute(INGEST, {"t": [threat]}, TOKEN)
+            if data is None:
                 outcome.errors += 1
             else:
                 returned += 1
@@ -205,5 +245,9 @@ async def run(
         outcome.database_queries = db.queries - queries
         outcome.seconds = time.perf_counter() - started
 
-    await asyncio.gather(crawler(), *(reader(n) for n in range(readers)))
+    try:
+        await asyncio.gather(crawler(), *(reader(n) for n in range(readers)))
+    finally:
+        if client is not None:
+            await client.aclose()
     return outcome

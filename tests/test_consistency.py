@@ -50,3 +50,17 @@ async def test_the_naive_design_still_answers_without_errors(sqlite_db: Database
         await naive.close()
     assert outcome.errors == 0
     assert outcome.mutations == 10
+
+
+async def test_no_whole_operation_read_is_stale_under_concurrent_mutations(
+    sqlite_db: Database,
+) -> None:
+    await seed(sqlite_db, 300, days=10, now=NOW)
+    async with real_redis_cache() as cache:
+        outcome = await run(
+            sqlite_db, cache, readers=6, mutations=30, interval=0.05, over_http=True
+        )
+    assert outcome.errors == 0
+    assert outcome.mutations == 30
+    assert outcome.stale == 0
+    assert outcome.hits > 0
