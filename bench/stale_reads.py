@@ -79,7 +79,8 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     names = {
-        "generations": "tag generations (this cache)",
+        "generations": "tag generations (this cache), field by field",
+        "operations": "tag generations, over HTTP with the whole-operation cache (L1 + L2)",
         "naive": "naive delete-on-write (the original)",
     }
     for kind, r in results.items():
