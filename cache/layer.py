@@ -103,15 +103,15 @@ class Cache:
         self._degraded = False
         self._last_warning = 0.0
 
-    # -- backends, behind the breaker -------------------------------------------------------
+    # -- backends, behind the breaker (public: the operation tier and persisted queries share it)
 
-    def _shared(self) -> Backend | None:
+    def shared_backend(self) -> Backend | None:
         """The shared backend if the breaker lets us try it now."""
         if self.backend is None or not self.breaker.allow():
             return None
         return self.backend
 
-    def _failed(self, exc: BackendError) -> None:
+    def backend_failed(self, exc: BackendError) -> None:
         self.stats.backend_errors += 1
         self.breaker.failure()
         self._degraded = True
@@ -120,7 +120,7 @@ class Cache:
             self._last_warning = now
             logger.warning("cache backend unavailable, serving from the origin: %s", exc)
 
-    def _succeeded(self) -> None:
+    def backend_succeeded(self) -> None:
         recovered = self.breaker.success()
         if recovered or self._degraded:
             if recovered:
@@ -144,15 +144,15 @@ class Cache:
 
     async def _read(self, batches: Sequence[list[str]]) -> list[_Read]:
         unique = list(dict.fromkeys(key for keys in batches for key in keys))
-        backend = self._shared()
+        backend = self.shared_backend()
         values: list[bytes | None] | None = None
         if backend is not None:
             try:
                 await self._settle_epoch(backend)
                 values = await backend.get_many(unique)
-                self._succeeded()
+                self.backend_succeeded()
             except BackendError as exc:
-                self._failed(exc)
+                self.backend_failed(exc)
                 backend = None
         if backend is None or values is None:
             backend = self.fallback
@@ -164,15 +164,15 @@ class Cache:
         """Entries to store and (plain strings) leases to release, in one pipeline."""
         entries = [item for item in items if not isinstance(item, str)]
         releases = [item for item in items if isinstance(item, str)]
-        backend = self._shared()
+        backend = self.shared_backend()
         if backend is not None:
             try:
                 await self._settle_epoch(backend)
                 await backend.set_many(entries, releases)
-                self._succeeded()
+                self.backend_succeeded()
                 return [None] * len(items)
             except BackendError as exc:
-                self._failed(exc)
+                self.backend_failed(exc)
         await self.fallback.set_many(entries)
         return [None] * len(items)
 
@@ -240,7 +240,7 @@ class Cache:
         try:
             settled = await self._settle_generations(read.backend, generation_keys, generations)
         except BackendError as exc:
-            self._failed(exc)
+            self.backend_failed(exc)
             self.stats.record(coordinate, "MISS")
             return await compute(), Lookup("MISS", key, None)
         # A reader that finds the same computation running waits for it: COALESCED.
@@ -358,7 +358,7 @@ class Cache:
                     if peer is not _MISSING:
                         return peer
             except BackendError as exc:
-                self._failed(exc)
+                self.backend_failed(exc)
                 lease = None
         try:
             value = await compute()
@@ -422,16 +422,16 @@ class Cache:
         for tag in unique:
             self.stats.invalidations[tag] += 1
         await self.fallback.set_many(items)
-        backend = self._shared()
+        backend = self.shared_backend()
         if backend is None:
             self._epoch_pending = True
             return
         try:
             await self._settle_epoch(backend)
             await backend.set_many(items, publish=(self.channel, orjson.dumps(unique)))
-            self._succeeded()
+            self.backend_succeeded()
         except BackendError as exc:
-            self._failed(exc)
+            self.backend_failed(exc)
             self._epoch_pending = True
 
     async def clear(self, group: str | None = None) -> int:
@@ -441,15 +441,15 @@ class Cache:
         await self.invalidate([group or "*"])
         pattern = self.keys.entries_of(group)
         removed = await self.fallback.clear(pattern)
-        backend = self._shared()
+        backend = self.shared_backend()
         if backend is not None:
             try:
                 removed = await backend.clear(pattern)
                 if group is None:
                     removed += await backend.clear(self.keys.operations())
-                self._succeeded()
+                self.backend_succeeded()
             except BackendError as exc:
-                self._failed(exc)
+                self.backend_failed(exc)
         return removed
 
     # -- status -----------------------------------------------------------------------------
@@ -464,17 +464,17 @@ class Cache:
             await self.backend.ping()
             await self._settle_epoch(self.backend)
         except BackendError as exc:
-            self._failed(exc)
+            self.backend_failed(exc)
             return "disconnected"
-        self._succeeded()
+        self.backend_succeeded()
         return "connected"
 
     async def total_keys(self, limit: int = 1_000_000) -> int:
-        backend = self._shared() or self.fallback
+        backend = self.shared_backend() or self.fallback
         try:
             return await backend.count(self.keys.prefix, limit)
         except BackendError as exc:
-            self._failed(exc)
+            self.backend_failed(exc)
             return await self.fallback.count(self.keys.prefix, limit)
 
     # -- the local tier and the invalidation channel ----------------------------------------

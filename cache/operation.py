@@ -147,7 +147,7 @@ class OperationCache:
         return hashlib.sha256(raw_key.encode()).hexdigest()[:40]
 
     async def _remote(self, cache: Cache, key: str) -> LocalEntry | None:
-        backend = cache._shared()
+        backend = cache.shared_backend()
         if backend is None:
             return None
         entry_key = cache.keys.operation(key)
@@ -171,9 +171,9 @@ class OperationCache:
                 if raw is None:
                     return None
                 stored = orjson.loads(raw)
-            cache._succeeded()
+            cache.backend_succeeded()
         except BackendError as exc:
-            cache._failed(exc)
+            cache.backend_failed(exc)
             return None
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return None
@@ -288,7 +288,7 @@ class OperationCache:
         self, cache: Cache, key: str, entry: LocalEntry, record: OperationRecord
     ) -> None:
         self._remember_tags(key, entry.tags)
-        backend = cache._shared()
+        backend = cache.shared_backend()
         if backend is None:
             return
         stored = {
@@ -304,9 +304,9 @@ class OperationCache:
             await backend.set_many(
                 [(cache.keys.operation(key), orjson.dumps(stored), int(record.ttl * 1000))]
             )
-            cache._succeeded()
+            cache.backend_succeeded()
         except BackendError as exc:
-            cache._failed(exc)
+            cache.backend_failed(exc)
 
 
 async def _buffer(receive: Any) -> tuple[bytes, Any]:

@@ -59,25 +59,25 @@ class PersistedQueries:
             return
         self._keep(digest, query)
         cache = self.cache()
-        backend = cache._shared() if cache is not None else None
+        backend = cache.shared_backend() if cache is not None else None
         if cache is not None and backend is not None:
             try:
                 await backend.set_many([(cache.keys.persisted(digest), query.encode(), TTL_MS)])
             except BackendError as exc:
-                cache._failed(exc)
+                cache.backend_failed(exc)
 
     async def _recall(self, digest: str) -> str | None:
         query = self._local.get(digest)
         if query is not None:
             return query
         cache = self.cache()
-        backend = cache._shared() if cache is not None else None
+        backend = cache.shared_backend() if cache is not None else None
         if cache is None or backend is None:
             return None
         try:
             raw = (await backend.get_many([cache.keys.persisted(digest)]))[0]
         except BackendError as exc:
-            cache._failed(exc)
+            cache.backend_failed(exc)
             return None
         if raw is None:
             return None
