@@ -15,30 +15,42 @@ class State(enum.Enum):
 
 
 class CircuitBreaker:
-    """`failures` in a row open it for `cooldown` seconds, doubling up to `max_cooldown`."""
+    """`failures` in a row open it for `cooldown` seconds, doubling up to `max_cooldown`.
+
+    Half-open lets one probe through at a time. A probe that never reports back (its
+    caller was cancelled, or took a path that reports nothing) does not wedge the breaker:
+    after `probe_timeout` seconds another caller may probe."""
 
     def __init__(
         self,
         failures: int = 3,
         cooldown: float = 0.5,
         max_cooldown: float = 10.0,
+        probe_timeout: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.threshold = failures
         self.base_cooldown = cooldown
         self.max_cooldown = max_cooldown
+        self.probe_timeout = probe_timeout
         self._clock = clock
         self.state = State.CLOSED
         self._failures = 0
         self._cooldown = cooldown
         self._reopen_at = 0.0
+        self._probe_at = 0.0
 
     def allow(self) -> bool:
         """May a call go to the backend now? In half-open, only the one probe may."""
         if self.state is State.CLOSED:
             return True
-        if self.state is State.OPEN and self._clock() >= self._reopen_at:
+        now = self._clock()
+        if self.state is State.OPEN and now >= self._reopen_at:
             self.state = State.HALF_OPEN
+            self._probe_at = now
+            return True
+        if self.state is State.HALF_OPEN and now - self._probe_at >= self.probe_timeout:
+            self._probe_at = now  # the last probe went silent: let this one try
             return True
         return False
 

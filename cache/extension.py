@@ -51,6 +51,7 @@ class OperationRecord:
     ttl: float = float("inf")
     private: bool = False
     generations: dict[str, bytes] = field(default_factory=dict)
+    epoch: str | None = None  # the cache epoch when the operation began; None: not stored
 
     def add(self, lookup: Lookup, scope: Scope) -> None:
         if lookup.generations is None:

@@ -13,12 +13,20 @@ import datetime as dt
 import enum
 import hashlib
 import math
+import secrets
 from typing import Any
 
 import orjson
 from strawberry import UNSET
 
 MAX_ARGS_LENGTH = 120
+GENERATION_TTL_MS = 7 * 86_400_000
+
+
+def new_generation() -> bytes:
+    """A tag's next generation. Random, never a counter: a tag whose key was evicted or lost
+    in a restart can never come back with a value that an old entry was stored under."""
+    return secrets.token_hex(8).encode()
 
 
 def _plain(value: Any) -> Any:
@@ -66,8 +74,9 @@ def fingerprint(text: str) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class KeySpace:
-    """Where this application's keys live: entries under `namespace:e:version:`, tag
-    generations under `namespace:g:`, so no entry pattern can ever match a generation."""
+    """Where this application's keys live: entries under `namespace:e:version:epoch:`, tag
+    generations under `namespace:g:`, so no entry pattern can ever match a generation. The
+    epoch (see `cache.epoch`) is the data's: a new one makes every older entry unreachable."""
 
     namespace: str
     version: str
@@ -77,17 +86,23 @@ class KeySpace:
         return f"{self.namespace}:"
 
     def entry(
-        self, group: str, coordinate: str, args: str, bucket: str = "", identity: str | None = None
+        self,
+        group: str,
+        coordinate: str,
+        args: str,
+        bucket: str = "",
+        identity: str | None = None,
+        epoch: str = "-",
     ) -> str:
-        key = f"{self.namespace}:e:{self.version}:{group}:{coordinate}:{args}"
+        key = f"{self.namespace}:e:{self.version}:{epoch}:{group}:{coordinate}:{args}"
         if bucket:
             key += f":@{bucket}"
         if identity is not None:
             key += f":u:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
         return key
 
-    def operation(self, key: str) -> str:
-        return f"{self.namespace}:o:{self.version}:{key}"
+    def operation(self, key: str, epoch: str = "-") -> str:
+        return f"{self.namespace}:o:{self.version}:{epoch}:{key}"
 
     def operations(self) -> str:
         return f"{_glob_literal(self.namespace)}:o:*"

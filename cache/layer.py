@@ -9,6 +9,7 @@ the database before a mutation can store its result, but nobody will ever be ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -24,16 +25,17 @@ from cache.backends.redis import RedisBackend
 from cache.batch import TickBatcher
 from cache.breaker import CircuitBreaker
 from cache.codec import Decoder, encode
+from cache.epoch import EpochStore
 from cache.exceptions import BackendError
-from cache.keys import KeySpace, canonical_args
+from cache.keys import GENERATION_TTL_MS, KeySpace, canonical_args, new_generation
 from cache.local import LocalTier
 from cache.policy import CachePolicy, Scope
 from cache.pubsub import Subscriber
 from cache.stats import CacheStats
+from cache.trust import Trust
 
 logger = logging.getLogger("vajra.cache")
 
-GENERATION_TTL_MS = 7 * 86_400_000
 FLIGHT_MEMORY = 0.5  # seconds a finished computation is still shared
 _MISSING = object()
 
@@ -54,11 +56,15 @@ class Lookup:
 @dataclass
 class _Read:
     backend: Backend
+    shared: bool  # read from the shared backend (not the fallback)
+    epoch: str | None  # the epoch once the read was done
     values: list[bytes | None] = field(default_factory=list)
 
 
 class Cache:
-    """One per process. `backend` is shared (Redis); `fallback` stands in while it is away."""
+    """One per process. `backend` is shared (Redis); `fallback` stands in while it is away;
+    `epochs` keeps the epoch where the data is (see `cache.trust` for when Redis is trusted).
+    `poll` is how often the epoch is read again (out-of-band writes are seen within it)."""
 
     def __init__(
         self,
@@ -67,118 +73,104 @@ class Cache:
         namespace: str = "vajra",
         schema_version: str = "1",
         enabled: bool = True,
-        fallback: Backend | None = None,
+        fallback: MemoryBackend | None = None,
         breaker: CircuitBreaker | None = None,
+        epochs: EpochStore | None = None,
+        poll: float = 1.0,
+        window: float = 0.25,
         max_age: dict[str, int] | None = None,
         lease_ms: int = 5_000,
         local_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.backend = backend
-        self.fallback = fallback or MemoryBackend()
         self.enabled = enabled
         self.keys = KeySpace(namespace, schema_version)
         if isinstance(backend, RedisBackend):
             backend.guard_restarts(
-                f"{namespace}:run", self.keys.generation("*"), _generation, GENERATION_TTL_MS
+                f"{namespace}:run", self.keys.generation("*"), new_generation, GENERATION_TTL_MS
             )
-        self.breaker = breaker or CircuitBreaker()
+        self.channel = f"{namespace}:invalidations"
+        self.stats = CacheStats()
+        self.trust = Trust(
+            backend,
+            epochs=epochs,
+            breaker=breaker,
+            fallback=fallback,
+            channel=self.channel,
+            epoch_key=self.keys.generation("*"),
+            window=window,
+            on_epoch=lambda: self.drop_local(["*"]),
+            stats=self.stats,
+        )
+        self.breaker = self.trust.breaker
+        self.poll = poll
         self.max_age = dict(max_age or {})
         self.lease_ms = lease_ms
         self.clock = clock
-        self.stats = CacheStats()
-        self.channel = f"{namespace}:invalidations"
         # Trusted only once subscribed to the channel (a cache without Redis is alone).
         self.local = LocalTier(local_bytes)
         if isinstance(backend, RedisBackend):
             self.local.distrust()
         self.local_epoch = 0
         self._subscriber: Subscriber | None = None
+        self._poller: asyncio.Task[None] | None = None
         self._reads: TickBatcher[list[str], _Read] = TickBatcher(self._read)
         self._writes: TickBatcher[tuple[str, bytes, int] | str, None] = TickBatcher(self._write)
         self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
         self._settles: TickBatcher[tuple[Backend, str], bytes] = TickBatcher(self._settle)
         self._flights: dict[tuple[str, tuple[bytes, ...]], asyncio.Future[Any]] = {}
-        self._epoch_pending = False
-        self._degraded = False
-        self._last_warning = 0.0
 
-    # -- backends, behind the breaker (public: the operation tier and persisted queries share it)
+    @property
+    def fallback(self) -> MemoryBackend:
+        return self.trust.fallback
 
-    def shared_backend(self) -> Backend | None:
-        """The shared backend if the breaker lets us try it now."""
-        if self.backend is None or not self.breaker.allow():
-            return None
-        return self.backend
+    async def epoch(self) -> str | None:
+        """The epoch keys are built with now; None while it cannot be known."""
+        return self.trust.current() or await self.trust.ready()
 
-    def backend_failed(self, exc: BackendError) -> None:
-        self.stats.backend_errors += 1
-        self.breaker.failure()
-        self._degraded = True
-        now = time.monotonic()
-        if now - self._last_warning > 10:  # at most one warning in ten seconds
-            self._last_warning = now
-            logger.warning("cache backend unavailable, serving from the origin: %s", exc)
-
-    def backend_succeeded(self) -> None:
-        recovered = self.breaker.success()
-        if recovered or self._degraded:
-            if recovered:
-                logger.warning("cache backend is back")
-            # What the fallback learned while Redis was away, however briefly, must not
-            # outlive the outage: other processes' invalidations never reached it.
-            self._degraded = False
-            self.fallback = MemoryBackend(getattr(self.fallback, "max_entries", 10_000))
-
-    async def _settle_epoch(self, backend: Backend) -> None:
-        """After an invalidation that could not reach the backend, invalidate everything there."""
-        if self._epoch_pending:
-            self._epoch_pending = False  # an invalidation failing meanwhile sets it again
-            try:
-                await backend.set_many(
-                    [(self.keys.generation("*"), _generation(), GENERATION_TTL_MS)]
-                )
-            except BackendError:
-                self._epoch_pending = True
-                raise
+    # -- batched backend calls --------------------------------------------------------------
 
     async def _read(self, batches: Sequence[list[str]]) -> list[_Read]:
         unique = list(dict.fromkeys(key for keys in batches for key in keys))
-        backend = self.shared_backend()
+        if self.trust.unrecorded or self.trust.unannounced:
+            await self.trust.retry()
+        backend = self.trust.reader()
         values: list[bytes | None] | None = None
         if backend is not None:
             try:
-                await self._settle_epoch(backend)
                 values = await backend.get_many(unique)
-                self.backend_succeeded()
-            except BackendError as exc:
-                self.backend_failed(exc)
+            except BackendError:
                 backend = None
         if backend is None or values is None:
+            # Degraded: the epoch from where the data is, then what this process knows.
+            await self.trust.refresh()
             backend = self.fallback
-            values = await self.fallback.get_many(unique)
+            values = await backend.get_many(unique)
+        epoch = await self.epoch()
         found = dict(zip(unique, values, strict=True))
-        return [_Read(backend, [found[key] for key in keys]) for keys in batches]
+        shared = backend is not self.fallback
+        return [_Read(backend, shared, epoch, [found[key] for key in keys]) for keys in batches]
 
     async def _write(self, items: Sequence[tuple[str, bytes, int] | str]) -> list[None]:
         """Entries to store and (plain strings) leases to release, in one pipeline."""
         entries = [item for item in items if not isinstance(item, str)]
         releases = [item for item in items if isinstance(item, str)]
-        backend = self.shared_backend()
+        backend = self.trust.writer()
         if backend is not None:
             try:
-                await self._settle_epoch(backend)
                 await backend.set_many(entries, releases)
-                self.backend_succeeded()
                 return [None] * len(items)
-            except BackendError as exc:
-                self.backend_failed(exc)
+            except BackendError:
+                pass
         await self.fallback.set_many(entries)
         return [None] * len(items)
 
     async def _acquire(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
-        assert self.backend is not None
-        return await self.backend.acquire_many(items)
+        backend = self.trust.writer()
+        if backend is None:
+            raise BackendError("the breaker is open")
+        return await backend.acquire_many(items)
 
     # -- the read path ----------------------------------------------------------------------
 
@@ -205,16 +197,25 @@ class Cache:
             encoded_args = canonical_args(args)
         except (TypeError, ValueError):  # arguments with no canonical form are not cached
             return await self._bypass(coordinate, compute)
+        epoch = self.trust.current() or await self.trust.ready()
+        if epoch is None:  # nothing cached can be trusted, nor stored
+            return await self._bypass(coordinate, compute)
         key = self.keys.entry(
             policy.group,
             coordinate,
             encoded_args,
             bucket,
             identity if policy.scope is Scope.PRIVATE else None,
+            epoch,
         )
         tags = policy.dependencies(args)
         generation_keys = [self.keys.generation(tag) for tag in tags]
         read = await self._reads.submit([key, *generation_keys])
+        if read.epoch != epoch:
+            # The epoch changed while we read: what we read may predate it. Compute, and
+            # store nothing (it would be keyed by the old epoch anyway).
+            self.stats.record(coordinate, "MISS")
+            return await compute(), Lookup("MISS", key, None)
         raw, generations = read.values[0], read.values[1:]
         if raw is not None and None not in generations:
             hit = self._valid(raw, generations)  # type: ignore[arg-type]
@@ -227,30 +228,25 @@ class Cache:
                 else:
                     self.stats.record(coordinate, "HIT")
                     logger.debug("cache hit %s", key)
-                    shared = read.backend is self.backend
                     return value, Lookup(
                         "HIT",
                         key,
                         max(0.0, self.clock() - created),
                         ttl,
                         tags,
-                        tuple(generations) if shared else None,  # type: ignore[arg-type]
+                        tuple(generations) if read.shared else None,  # type: ignore[arg-type]
                     )
         logger.debug("cache miss %s", key)
         try:
             settled = await self._settle_generations(read.backend, generation_keys, generations)
-        except BackendError as exc:
-            self.backend_failed(exc)
+        except BackendError:
             self.stats.record(coordinate, "MISS")
             return await compute(), Lookup("MISS", key, None)
         # A reader that finds the same computation running waits for it: COALESCED.
         status = "COALESCED" if (key, settled) in self._flights else "MISS"
         self.stats.record(coordinate, status)
-        value = await self._single_flight(
-            read.backend, key, settled, int(ttl * 1000), compute, decode
-        )
-        shared = read.backend is self.backend
-        return value, Lookup(status, key, None, ttl, tags, settled if shared else None)
+        value = await self._single_flight(read, key, settled, int(ttl * 1000), compute, decode)
+        return value, Lookup(status, key, None, ttl, tags, settled if read.shared else None)
 
     async def _bypass(
         self, coordinate: str, compute: Callable[[], Awaitable[Any]]
@@ -289,14 +285,14 @@ class Cache:
         for backend in dict.fromkeys(b for b, _ in items):
             keys = list(dict.fromkeys(k for b, k in items if b is backend))
             held = await backend.set_if_absent_get(
-                [(k, _generation(), GENERATION_TTL_MS) for k in keys]
+                [(k, new_generation(), GENERATION_TTL_MS) for k in keys]
             )
             found.update({(backend, k): v for k, v in zip(keys, held, strict=True)})
         return [found[item] for item in items]
 
     async def _single_flight(
         self,
-        backend: Backend,
+        read: _Read,
         key: str,
         generations: tuple[bytes, ...],
         ttl_ms: int,
@@ -315,11 +311,11 @@ class Cache:
                 if task is not None and task.cancelling():
                     raise  # this reader itself is being cancelled
                 # The leader was cancelled (its client went away): take over.
-                return await self._single_flight(backend, key, generations, ttl_ms, compute, decode)
+                return await self._single_flight(read, key, generations, ttl_ms, compute, decode)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._flights[flight_key] = future
         try:
-            value = await self._lead(backend, key, generations, ttl_ms, compute, decode)
+            value = await self._lead(read, key, generations, ttl_ms, compute, decode)
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -341,7 +337,7 @@ class Cache:
 
     async def _lead(
         self,
-        backend: Backend,
+        read: _Read,
         key: str,
         generations: tuple[bytes, ...],
         ttl_ms: int,
@@ -349,16 +345,15 @@ class Cache:
         decode: Decoder,
     ) -> Any:
         lease = None
-        if backend is self.backend:
+        if read.shared:
             lease = self.keys.lease(key, generations)
             try:
                 if not await self._leases.submit((lease, secrets.token_bytes(8), self.lease_ms)):
-                    peer = await self._await_peer(backend, key, lease, generations, decode)
+                    peer = await self._await_peer(read.backend, key, lease, generations, decode)
                     lease = None  # not ours
                     if peer is not _MISSING:
                         return peer
-            except BackendError as exc:
-                self.backend_failed(exc)
+            except BackendError:
                 lease = None
         try:
             value = await compute()
@@ -418,21 +413,26 @@ class Cache:
             self.drop_local(unique)
 
     async def _bump(self, unique: list[str]) -> None:
-        items = [(self.keys.generation(tag), _generation(), GENERATION_TTL_MS) for tag in unique]
+        items = [(self.keys.generation(tag), new_generation(), GENERATION_TTL_MS) for tag in unique]
         for tag in unique:
             self.stats.invalidations[tag] += 1
         await self.fallback.set_many(items)
-        backend = self.shared_backend()
-        if backend is None:
-            self._epoch_pending = True
-            return
-        try:
-            await self._settle_epoch(backend)
-            await backend.set_many(items, publish=(self.channel, orjson.dumps(unique)))
-            self.backend_succeeded()
-        except BackendError as exc:
-            self.backend_failed(exc)
-            self._epoch_pending = True
+        backend = self.trust.writer()
+        if backend is not None:
+            try:
+                await backend.set_many(items, publish=(self.channel, orjson.dumps(unique)))
+                return
+            except BackendError:
+                pass  # maybe partly applied: the epoch covers all of it
+        self.stats.lost_invalidations += 1
+        await self.trust.cover()
+
+    async def reset(self) -> None:
+        """Make everything cached so far stale, in every process: a new epoch, recorded where
+        the data is and announced (after a bulk load, a restore or a manual write)."""
+        self.stats.invalidations["*"] += 1
+        self.drop_local(["*"])
+        await self.trust.cover()
 
     async def clear(self, group: str | None = None) -> int:
         """Drop every entry of this namespace, or of one group (admin). Returns how many went.
@@ -441,41 +441,37 @@ class Cache:
         await self.invalidate([group or "*"])
         pattern = self.keys.entries_of(group)
         removed = await self.fallback.clear(pattern)
-        backend = self.shared_backend()
+        backend = self.trust.writer()
         if backend is not None:
             try:
                 removed = await backend.clear(pattern)
                 if group is None:
                     removed += await backend.clear(self.keys.operations())
-                self.backend_succeeded()
-            except BackendError as exc:
-                self.backend_failed(exc)
+            except BackendError:
+                pass
         return removed
 
     # -- status -----------------------------------------------------------------------------
 
     async def status(self) -> str:
-        """connected, disconnected or disabled."""
-        if not self.enabled or self.backend is None:
+        """connected, disconnected or disabled. A PING whatever the breaker says: an answer
+        closes it, as any successful call does."""
+        backend = self.trust.prober()
+        if not self.enabled or backend is None:
             return "disabled"
-        if not self.breaker.allow():
-            return "disconnected"
         try:
-            await self.backend.ping()
-            await self._settle_epoch(self.backend)
-        except BackendError as exc:
-            self.backend_failed(exc)
+            await backend.ping()
+        except BackendError:
             return "disconnected"
-        self.backend_succeeded()
+        await self.trust.retry()
         return "connected"
 
     async def total_keys(self, limit: int = 1_000_000) -> int:
-        backend = self.shared_backend() or self.fallback
-        try:
-            return await backend.count(self.keys.prefix, limit)
-        except BackendError as exc:
-            self.backend_failed(exc)
-            return await self.fallback.count(self.keys.prefix, limit)
+        backend = self.trust.writer()
+        if backend is not None:
+            with contextlib.suppress(BackendError):
+                return await backend.count(self.keys.prefix, limit)
+        return await self.fallback.count(self.keys.prefix, limit)
 
     # -- the local tier and the invalidation channel ----------------------------------------
 
@@ -488,26 +484,54 @@ class Cache:
         self.local_epoch += 1
         self.local.distrust()
 
+    async def _subscribed(self) -> bool:
+        """(Re)subscribed: messages may have been missed, so read the epoch before the local
+        tier is trusted again."""
+        if await self.trust.refresh() is None:
+            return False
+        self.local_epoch += 1
+        self.local.trust()
+        return True
+
     async def start(self) -> None:
-        """Listen for other processes' invalidations (needs a running event loop)."""
-        if isinstance(self.backend, RedisBackend) and self.enabled and self._subscriber is None:
+        """Read the epoch, listen for other processes' invalidations and poll the epoch
+        (needs a running event loop)."""
+        await self.trust.ready()
+        if not self.enabled:
+            return
+        if isinstance(self.backend, RedisBackend) and self._subscriber is None:
             self._subscriber = Subscriber(
                 self.backend.url,
                 self.channel,
-                self.drop_local,
-                self.local.trust,
-                self._lost_channel,
+                on_tags=self.drop_local,
+                on_epoch=self._heard_epoch,
+                on_ready=self._subscribed,
+                on_lost=self._lost_channel,
+                window=self.trust.window,
             )
+            self.trust.listening = self.local.live = self._subscriber.live
             self._subscriber.start()
+        if self._poller is None and self.poll > 0:
+            self._poller = asyncio.create_task(self._poll(), name="cache-epoch-poll")
+
+    def _heard_epoch(self) -> None:
+        self.drop_local(["*"])
+        self.trust.heard_announcement()
+
+    async def _poll(self) -> None:
+        """Read the epoch every `poll` seconds: writes nobody announced are seen within it."""
+        while True:
+            await asyncio.sleep(self.poll)
+            await self.trust.read()
+            await self.trust.retry()
 
     async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
         if self._subscriber is not None:
             await self._subscriber.stop()
         if self.backend is not None:
             await self.backend.close()
-
-
-def _generation() -> bytes:
-    # Random, never a counter: a tag whose key was evicted or lost in a restart can never
-    # come back with a value that an old entry was stored under.
-    return secrets.token_hex(8).encode()

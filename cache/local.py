@@ -32,12 +32,14 @@ class LocalTier:
         self.max_bytes = max_bytes
         self.clock = clock
         self.trusted = True
+        # Set by the cache while it listens: is it hearing invalidations right now?
+        self.live: Callable[[], bool] = lambda: True
         self._entries: OrderedDict[str, LocalEntry] = OrderedDict()
         self._by_tag: dict[str, set[str]] = {}
         self._bytes = 0
 
     def get(self, key: str) -> LocalEntry | None:
-        if not self.trusted:
+        if not self.trusted or not self.live():
             return None
         entry = self._entries.get(key)
         if entry is None:
@@ -49,7 +51,7 @@ class LocalTier:
         return entry
 
     def put(self, key: str, entry: LocalEntry) -> None:
-        if not self.trusted or len(entry.value) > self.max_bytes // 4:
+        if not self.trusted or not self.live() or len(entry.value) > self.max_bytes // 4:
             return
         self._drop(key)
         self._entries[key] = entry

@@ -9,6 +9,7 @@ and 304 for a matching If-None-Match.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -147,14 +148,15 @@ class OperationCache:
         return hashlib.sha256(raw_key.encode()).hexdigest()[:40]
 
     async def _remote(self, cache: Cache, key: str) -> LocalEntry | None:
-        backend = cache.shared_backend()
-        if backend is None:
+        epoch = await cache.epoch()
+        backend = cache.trust.reader()
+        if backend is None or epoch is None:
             return None
-        entry_key = cache.keys.operation(key)
+        entry_key = cache.keys.operation(key, epoch)
         tags = self._tags.get(key)
         # Read before the round trip: an invalidation heard while it is in flight may make
         # what it returns stale, and then it must not go into the local tier.
-        epoch = cache.local_epoch
+        local_epoch = cache.local_epoch
         try:
             if tags is None:
                 raw = (await backend.get_many([entry_key]))[0]
@@ -171,12 +173,10 @@ class OperationCache:
                 if raw is None:
                     return None
                 stored = orjson.loads(raw)
-            cache.backend_succeeded()
-        except BackendError as exc:
-            cache.backend_failed(exc)
+        except (BackendError, orjson.JSONDecodeError, KeyError, TypeError):
             return None
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return None
+        if await cache.epoch() != epoch:
+            return None  # the epoch changed while we read: what we read may predate it
         if (
             tuple(stored["tags"]) != tags
             or [g.decode() if g else None for g in current] != stored["g"]
@@ -191,7 +191,7 @@ class OperationCache:
             expires=stored["t"] + stored["a"],
             meta=(stored["m"], "private" if stored["p"] else "public"),
         )
-        if cache.local_epoch == epoch:
+        if cache.local_epoch == local_epoch:
             cache.local.put(key, entry)
         return entry
 
@@ -205,6 +205,7 @@ class OperationCache:
     ) -> None:
         record = OperationRecord()
         scope["cache.operation"] = record
+        record.epoch = cache.trust.current()
         epoch = cache.local_epoch
         started: dict[str, Any] = {}
         chunks: list[bytes] = []
@@ -288,8 +289,8 @@ class OperationCache:
         self, cache: Cache, key: str, entry: LocalEntry, record: OperationRecord
     ) -> None:
         self._remember_tags(key, entry.tags)
-        backend = cache.shared_backend()
-        if backend is None:
+        backend = cache.trust.writer()
+        if backend is None or record.epoch is None:
             return
         stored = {
             "b": entry.value.decode(),
@@ -300,13 +301,9 @@ class OperationCache:
             "tags": list(entry.tags),
             "g": [record.generations[t].decode() for t in entry.tags],
         }
-        try:
-            await backend.set_many(
-                [(cache.keys.operation(key), orjson.dumps(stored), int(record.ttl * 1000))]
-            )
-            cache.backend_succeeded()
-        except BackendError as exc:
-            cache.backend_failed(exc)
+        entry_key = cache.keys.operation(key, record.epoch)
+        with contextlib.suppress(BackendError):
+            await backend.set_many([(entry_key, orjson.dumps(stored), int(record.ttl * 1000))])
 
 
 async def _buffer(receive: Any) -> tuple[bytes, Any]:

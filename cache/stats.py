@@ -37,6 +37,7 @@ class CacheStats:
     fields: dict[str, FieldCounts] = field(default_factory=dict)
     invalidations: Counter[str] = field(default_factory=Counter)
     backend_errors: int = 0
+    lost_invalidations: int = 0  # invalidations that did not reach Redis: an epoch covered them
 
     def record(self, coordinate: str, status: str) -> None:
         counts = self.fields.get(coordinate)

@@ -32,15 +32,21 @@ logger = logging.getLogger("vajra")
 CODEC_VERSION = "1"
 
 
-def build_cache(settings: Settings) -> Cache | None:
-    """The process's cache: Redis behind a breaker, an in-process LRU standing in."""
+def build_cache(settings: Settings, db: Database) -> Cache | None:
+    """The process's cache: Redis behind a breaker, an in-process LRU standing in, and the
+    epoch kept in the database it caches."""
     if not settings.cache_enabled:
         return None
+    timeout = settings.cache_timeout_ms / 1000
     return Cache(
-        RedisBackend(settings.redis_url, timeout=settings.cache_timeout_ms / 1000),
+        RedisBackend(settings.redis_url, timeout=timeout),
         namespace=settings.cache_namespace,
         schema_version=fingerprint(schema.as_str() + CODEC_VERSION),
         fallback=MemoryBackend(settings.cache_fallback_entries),
+        epochs=db.epochs,
+        poll=settings.cache_epoch_poll_ms / 1000,
+        # How long a process trusts what it holds without hearing from Redis.
+        window=max(0.25, 2.5 * timeout),
         local_bytes=settings.cache_local_mb * 1024 * 1024,
         max_age={
             "stats": settings.cache_ttl_stats,
@@ -67,7 +73,7 @@ def create_app(
         await database.create_schema()
         owned = state["cache"] is None
         if owned:
-            state["cache"] = build_cache(settings)
+            state["cache"] = build_cache(settings, database)
         current = state["cache"]
         if current is not None:
             await current.start()

@@ -1,4 +1,4 @@
-"""`vajra`: serve the API, seed demo data, export the schema."""
+"""`vajra`: serve the API, seed demo data, invalidate the cache, export the schema."""
 
 from __future__ import annotations
 
@@ -19,7 +19,43 @@ async def _seed(count: int, days: int, seed_value: int, *, only_if_empty: bool =
         if only_if_empty and await db.count() > 0:
             return 0
         await seed(db, count, days=days, seed=seed_value, progress=progress_bar(count))
+        # Written behind the cache's back: everything cached of this database is stale.
+        await _invalidate(db, [])
         return await db.count()
+    finally:
+        await db.close()
+
+
+async def _invalidate(db: Database, tags: list[str]) -> str:
+    """Tags get new generations (or, without tags, the database a new cache epoch), and
+    every process is told; a process that does not hear it sees it within the poll period."""
+    from graph.app import build_cache
+
+    settings = get_settings()
+    await db.create_schema()
+    cache = build_cache(settings, db)
+    if cache is None:
+        await db.epochs.bump()
+        return "new cache epoch recorded (the cache is disabled here)"
+    try:
+        await cache.epoch()
+        if tags:
+            await cache.invalidate(tags)
+            done = f"invalidated {len(tags)} tag(s)"
+        else:
+            await cache.reset()
+            done = "new cache epoch: everything cached before it is stale"
+    finally:
+        await cache.close()
+    lost = cache.stats.lost_invalidations
+    reach = "Redis unreachable: a new epoch covers it" if lost else "announced on Redis"
+    return f"{done} ({reach}; every server sees it within {settings.cache_epoch_poll_ms} ms)"
+
+
+async def _cache_command(args: argparse.Namespace) -> str:
+    db = Database(get_settings().database_url)
+    try:
+        return await _invalidate(db, args.tag or [])
     finally:
         await db.close()
 
@@ -71,6 +107,18 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--days", type=int, default=90, help="publish dates over the last D days")
     load.add_argument("--seed", type=int, default=1, help="random seed: same seed, same data")
 
+    cache = commands.add_parser("cache", help="administer the cache")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    invalidate = cache_commands.add_parser(
+        "invalidate",
+        help="make cached answers stale in every server: all of them, or those of some tags",
+        description="Run after writing to the database by hand, restoring it or migrating it. "
+        "Without --tag the database gets a new cache epoch: nothing cached before is served.",
+    )
+    invalidate.add_argument(
+        "--tag", action="append", help="a tag to invalidate, e.g. threat:source=nvd (repeatable)"
+    )
+
     export = commands.add_parser("export-schema", help="write the SDL (default: schema.graphql)")
     export.add_argument("path", nargs="?", default="schema.graphql")
 
@@ -82,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--threats and --days must be at least 1")
         total = asyncio.run(_seed(args.threats, args.days, args.seed))
         print(f"the database now holds {total:,} threats", file=sys.stderr)
+    elif args.command == "cache":
+        print(asyncio.run(_cache_command(args)), file=sys.stderr)
     else:
         _export(args)
 

@@ -3,6 +3,7 @@ a query it sent before, so that queries travel as short GET URLs that browsers a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections import OrderedDict
@@ -59,25 +60,24 @@ class PersistedQueries:
             return
         self._keep(digest, query)
         cache = self.cache()
-        backend = cache.shared_backend() if cache is not None else None
+        backend = cache.trust.writer() if cache is not None else None
         if cache is not None and backend is not None:
-            try:
+            with contextlib.suppress(BackendError):
                 await backend.set_many([(cache.keys.persisted(digest), query.encode(), TTL_MS)])
-            except BackendError as exc:
-                cache.backend_failed(exc)
 
     async def _recall(self, digest: str) -> str | None:
         query = self._local.get(digest)
         if query is not None:
             return query
         cache = self.cache()
-        backend = cache.shared_backend() if cache is not None else None
+        # A query is stored under its own hash: no invalidation can make it stale, so any
+        # answering backend will do.
+        backend = cache.trust.writer() if cache is not None else None
         if cache is None or backend is None:
             return None
         try:
             raw = (await backend.get_many([cache.keys.persisted(digest)]))[0]
-        except BackendError as exc:
-            cache.backend_failed(exc)
+        except BackendError:
             return None
         if raw is None:
             return None

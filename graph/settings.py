@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     )
     cache_operations: bool = Field(default=True, validation_alias="CACHE_OPERATIONS")
     cache_local_mb: int = Field(default=64, ge=0, validation_alias="CACHE_LOCAL_MB")
+    cache_epoch_poll_ms: int = Field(
+        default=1000, ge=100, le=60_000, validation_alias="CACHE_EPOCH_POLL_MS"
+    )
 
     @field_validator("crawler_token", "admin_token")
     @classmethod

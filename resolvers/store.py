@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from typing import Any
 
 from sqlalchemy import (
@@ -24,6 +25,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
@@ -66,6 +68,16 @@ threats = Table(
     Column("published_at", UTCDateTime, nullable=False),
     Column("ingested_at", UTCDateTime, nullable=False),
     UniqueConstraint("source", "external_id", name="uq_threats_natural_key"),
+)
+
+# The cache's epoch (see cache/epoch.py): one row, changed whenever the cache cannot be told
+# precisely what changed (a bulk load, an invalidation that did not reach Redis, an admin's
+# `vajra cache invalidate`). Two databases never share one, so neither do their caches.
+cache_epoch = Table(
+    "cache_epoch",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("epoch", String(32), nullable=False),
 )
 
 # Every list ordering is (published_at DESC, id DESC): each filter column leads an index
@@ -116,6 +128,7 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.queries = 0
+        self.epochs = CacheEpochs(self)
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
@@ -133,6 +146,7 @@ class Database:
             await conn.run_sync(metadata.create_all)
             if indexes:
                 await self._create_indexes(conn)
+        await self.epochs.read()
 
     async def create_indexes(self) -> None:
         async with self.engine.begin() as conn:
@@ -163,3 +177,33 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+class CacheEpochs:
+    """The cache's epoch in this database: what `cache.epoch.EpochStore` asks for."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def read(self) -> str:
+        async with self.db.engine.connect() as conn:
+            found = (await conn.execute(select(cache_epoch.c.epoch))).scalar()
+        return found if found is not None else await self._create()
+
+    async def bump(self) -> str:
+        new = secrets.token_hex(8)
+        async with self.db.engine.begin() as conn:
+            result = await conn.execute(cache_epoch.update().values(epoch=new))
+        return new if result.rowcount else await self._create(new)
+
+    async def _create(self, epoch: str | None = None) -> str:
+        """The row, made once; whoever loses the race to make it reads the winner's."""
+        try:
+            async with self.db.engine.begin() as conn:
+                await conn.execute(
+                    cache_epoch.insert().values(id=1, epoch=epoch or secrets.token_hex(8))
+                )
+        except IntegrityError:
+            pass
+        async with self.db.engine.connect() as conn:
+            return str((await conn.execute(select(cache_epoch.c.epoch))).scalar_one())

@@ -183,7 +183,7 @@ async def test_the_debug_header_reports_each_cached_field(http: httpx.AsyncClien
     debug = (await http.post("/graphql", json=body, headers={"X-Cache-Debug": "1"})).json()
     records = {tuple(r["path"]): r for r in debug["extensions"]["cache"]}
     assert records[("stats",)]["status"] == "HIT"
-    assert records[("stats",)]["key"].startswith("v:e:t:stats:Query.stats:")
+    assert records[("stats",)]["key"].startswith("v:e:t:0:stats:Query.stats:")
     assert records[("stats",)]["age"] >= 0
 
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from cache.backends.base import Backend
 from cache.exceptions import BackendError
@@ -26,7 +26,9 @@ class RedisBackend(Backend):
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),  # the circuit breaker decides when to try again
+            # A pooled connection that died with a restarted server gets one new try; a
+            # timeout none (the circuit breaker decides when to try again).
+            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
             max_connections=max_connections,
             health_check_interval=0,
             redis_connect_func=self._on_connect,

@@ -1,0 +1,285 @@
+"""When may this process believe what the shared backend says? One rule, kept here.
+
+- A read may use the shared backend only while its breaker lets calls through, this process
+  hears every other process's invalidations (when it listens at all: subscribed, and it has
+  heard from Redis within `window` seconds), and every invalidation it issued has reached
+  the backend or is covered by an epoch it has recorded.
+- An invalidation that does not reach the backend (down, hung, read-only, out of memory, a
+  pipeline cut short) is covered by a new *epoch*, written where the data is, before the
+  mutation returns. Every key includes the epoch, so nothing cached under the old one is
+  reachable, here or in any process that has read the new one. The new epoch is announced
+  on the channel; when the announcement cannot be sent, the mutation returns only once every
+  listener must have stopped trusting what it holds (it has not heard from Redis for
+  `window` seconds, so it reads the epoch again before it trusts anything).
+- A process reads the epoch when it starts, whenever it (re)subscribes or hears an
+  announcement, before every read it serves from its fallback, and every poll period.
+- Every path reports each backend call's success or failure here; the breaker closes on the
+  first success from any path, and what the fallback learned never outlives an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import orjson
+
+from cache.backends.base import Backend
+from cache.backends.memory import MemoryBackend
+from cache.breaker import CircuitBreaker
+from cache.epoch import EpochStore, MemoryEpochs
+from cache.exceptions import BackendError
+from cache.keys import GENERATION_TTL_MS, new_generation
+from cache.stats import CacheStats
+
+T = TypeVar("T")
+logger = logging.getLogger("vajra.cache")
+
+SLACK = 0.02  # seconds added to `window` for a message in flight between processes
+ANNOUNCEMENT = orjson.dumps({"epoch": True})
+
+
+class Trust:
+    """The shared backend behind its breaker, the fallback, and the epoch keys are built with."""
+
+    def __init__(
+        self,
+        backend: Backend | None,
+        *,
+        epochs: EpochStore | None = None,
+        breaker: CircuitBreaker | None = None,
+        fallback: MemoryBackend | None = None,
+        channel: str = "invalidations",
+        epoch_key: str = "epoch",
+        window: float = 0.25,
+        on_epoch: Callable[[], None] = lambda: None,
+        stats: CacheStats | None = None,
+    ) -> None:
+        self.backend = backend
+        self.epochs: EpochStore = epochs or MemoryEpochs()
+        self.breaker = breaker or CircuitBreaker()
+        self.fallback = fallback or MemoryBackend()
+        self.channel = channel
+        self.epoch_key = epoch_key
+        self.window = window
+        self.on_epoch = on_epoch
+        self.stats = stats or CacheStats()
+        # Set when this process listens for invalidations: is it hearing them right now?
+        self.listening: Callable[[], bool] | None = None
+        self.epoch: str | None = None
+        self.epoch_reads = 0
+        self.unrecorded = False  # an invalidation neither delivered nor covered by an epoch
+        self.unannounced = False  # a new epoch other processes have not been told of
+        self._degraded = False
+        self._last_failure = -math.inf
+        self._last_warning = -math.inf
+        self._refresh: asyncio.Future[str | None] | None = None
+        self._asked = 0  # refreshes asked for; a read satisfies those asked before it began
+        self._tickets = 0
+        self._adopted = 0
+        self._shared = _Reported(backend, self) if backend is not None else None
+
+    # -- success and failure, from every path --------------------------------------------
+
+    def succeeded(self) -> None:
+        recovered = self.breaker.success()
+        if recovered or self._degraded:
+            if recovered:
+                logger.warning("cache backend is back")
+            # What the fallback learned while Redis was away, however briefly, must not
+            # outlive the outage: other processes' invalidations never reached it.
+            self._degraded = False
+            self.fallback = MemoryBackend(self.fallback.max_entries)
+
+    def failed(self, exc: BackendError) -> None:
+        self.stats.backend_errors += 1
+        self.breaker.failure()
+        self._degraded = True
+        self._last_failure = now = time.monotonic()
+        if now - self._last_warning > 10:  # at most one warning in ten seconds
+            self._last_warning = now
+            logger.warning("cache backend unavailable, serving from the origin: %s", exc)
+
+    # -- the gates -----------------------------------------------------------------------
+
+    def reader(self) -> Backend | None:
+        """The shared backend, if a read may use it now (and the breaker lets it try). Its
+        calls report their success or failure here by themselves."""
+        if self._shared is None or self.unrecorded or self.epoch is None:
+            return None
+        if self.listening is not None and not self.listening():
+            return None
+        return self._shared if self.breaker.allow() else None
+
+    def writer(self) -> Backend | None:
+        """The shared backend, if the breaker lets a write try it now. Writes need no trust:
+        whatever they store is keyed by the epoch and generations it was computed under."""
+        if self._shared is None or not self.breaker.allow():
+            return None
+        return self._shared
+
+    def prober(self) -> Backend | None:
+        """The shared backend whatever the breaker says (health checks)."""
+        return self._shared
+
+    # -- the epoch -----------------------------------------------------------------------
+
+    def current(self) -> str | None:
+        """The epoch to build keys with, when known and not being read again."""
+        return self.epoch if self._refresh is None else None
+
+    async def ready(self) -> str | None:
+        """The epoch to build keys with, reading it first if it is unknown or being read;
+        None when it cannot be read (then nothing cached may be used)."""
+        if self._refresh is not None or self.epoch is None:
+            return await self.refresh()
+        return self.epoch
+
+    async def refresh(self) -> str | None:
+        """Read the epoch from its store. Concurrent callers share one read, but never one
+        that began before they asked."""
+        try:
+            return await asyncio.shield(self._start_refresh())
+        except Exception:
+            return None
+
+    def _start_refresh(self) -> asyncio.Future[str | None]:
+        self._asked += 1
+        if self._refresh is None:
+            self._refresh = asyncio.ensure_future(self._load())
+        return self._refresh
+
+    async def _load(self) -> str | None:
+        try:
+            while True:
+                asked = self._asked
+                epoch = await self.read()
+                if epoch is None or self._asked == asked:
+                    return epoch
+        finally:
+            self._refresh = None
+
+    async def read(self) -> str | None:
+        """One read of the store, adopted unless a newer one already was; None on failure."""
+        self._tickets += 1
+        ticket = self._tickets
+        self.epoch_reads += 1
+        try:
+            epoch = await self.epochs.read()
+        except Exception as exc:
+            logger.warning("cannot read the cache epoch, serving from the origin: %r", exc)
+            return None
+        self._adopt(epoch, ticket)
+        return self.epoch
+
+    def _adopt(self, epoch: str, ticket: int) -> None:
+        if ticket < self._adopted:
+            return  # a read that began before one already adopted
+        self._adopted = ticket
+        if epoch != self.epoch:
+            if self.epoch is not None:
+                logger.info("cache epoch changed: nothing cached before it is served")
+            self.epoch = epoch
+            self.fallback = MemoryBackend(self.fallback.max_entries)
+            self.on_epoch()
+
+    async def cover(self) -> None:
+        """An invalidation did not reach the shared backend: a new epoch covers it, recorded
+        where the data is and announced before this returns (see the module's rule)."""
+        self._tickets += 1
+        ticket = self._tickets
+        try:
+            epoch = await self.epochs.bump()
+        except Exception as exc:
+            # Neither store took it: distrust the shared backend until one does.
+            logger.error("cannot record a new cache epoch: %r", exc)
+            self.unrecorded = True
+            return
+        self.unrecorded = False
+        self._adopt(epoch, ticket)
+        self.unannounced = True
+        await self.announce(wait=True)
+
+    async def retry(self) -> None:
+        """Settle what is owed: an epoch not recorded, an announcement not sent."""
+        if self.unrecorded:
+            await self.cover()
+        elif self.unannounced and self.breaker.allow():
+            await self.announce(wait=False)
+
+    async def announce(self, *, wait: bool) -> None:
+        """Tell every process to read the epoch again. Sent whatever the breaker says: if it
+        cannot be sent, wait (when asked) until no listener can still be trusting."""
+        if self.backend is None:
+            self.unannounced = False
+            return
+        try:
+            # The global generation too, for processes that read Redis without listening.
+            await self.backend.set_many(
+                [(self.epoch_key, new_generation(), GENERATION_TTL_MS)],
+                publish=(self.channel, ANNOUNCEMENT),
+            )
+        except BackendError as exc:
+            self.failed(exc)
+            if wait:
+                left = self._last_failure + self.window + SLACK - time.monotonic()
+                await asyncio.sleep(max(0.0, left))
+            return
+        self.unannounced = False
+        self.succeeded()
+
+    def heard_announcement(self) -> None:
+        """Another process changed the epoch: read it before anything else is served
+        (`current()` is None from now until the read is done)."""
+        self._start_refresh()
+
+
+class _Reported(Backend):
+    """The shared backend as every tier sees it: each call reports to the trust."""
+
+    def __init__(self, inner: Backend, trust: Trust) -> None:
+        self.inner = inner
+        self.trust = trust
+        self.name = inner.name
+
+    async def _report(self, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except BackendError as exc:
+            self.trust.failed(exc)
+            raise
+        self.trust.succeeded()
+        return result
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await self._report(self.inner.get_many(keys))
+
+    async def set_many(
+        self,
+        items: Sequence[tuple[str, bytes, int]],
+        release: Sequence[str] = (),
+        publish: tuple[str, bytes] | None = None,
+    ) -> None:
+        await self._report(self.inner.set_many(items, release, publish))
+
+    async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
+        return await self._report(self.inner.set_if_absent_get(items))
+
+    async def acquire_many(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
+        return await self._report(self.inner.acquire_many(items))
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        await self._report(self.inner.delete(keys))
+
+    async def clear(self, pattern: str) -> int:
+        return await self._report(self.inner.clear(pattern))
+
+    async def count(self, prefix: str, limit: int) -> int:
+        return await self._report(self.inner.count(prefix, limit))
+
+    async def ping(self) -> None:
+        await self._report(self.inner.ping())
