@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import (
@@ -23,8 +26,8 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
 
@@ -88,12 +91,29 @@ _POSTGRES_SEARCH_INDEXES = [
 ]
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+# How long a SQLite writer waits for another process's write transaction before failing.
+BUSY_TIMEOUT_MS = 30_000
+_BEGIN = "vajra_sqlite_begin"
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # sqlite3's own transaction control BEGINs lazily, before the first INSERT or UPDATE;
+    # _sqlite_begin emits BEGIN itself instead.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the crawler
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Reads get a deferred transaction, which in WAL mode never waits for a writer. A deferred
+    # transaction that reads and then writes cannot wait for the write lock, though: if another
+    # connection committed since its read, SQLite fails it at once with "database is locked".
+    # So Database.write() asks for BEGIN IMMEDIATE, which waits up to busy_timeout for the lock.
+    mode = conn.get_execution_options().get(_BEGIN, "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _create_indexes(sync_conn: Any) -> None:
@@ -116,26 +136,43 @@ class Database:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.queries = 0
+        # One SQLite write transaction at a time in this process: the others queue here,
+        # without a deadline, rather than on the file lock's busy_timeout.
+        self._writer = asyncio.Lock() if self.is_sqlite else None
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
-    def _count(self, *_args: Any) -> None:
-        self.queries += 1
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if not statement.startswith("BEGIN"):  # transaction control, like the driver's COMMIT
+            self.queries += 1
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; on SQLite, one at a time per process, holding the write lock."""
+        if self._writer is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._writer, self.engine.connect() as conn:
+            await conn.execution_options(**{_BEGIN: "IMMEDIATE"})
+            async with conn.begin():
+                yield conn
 
     async def create_schema(self, *, indexes: bool = True) -> None:
         """Create the table (and, unless told not to, its indexes) if missing."""
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await conn.run_sync(metadata.create_all)
             if indexes:
                 await self._create_indexes(conn)
 
     async def create_indexes(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await self._create_indexes(conn)
 
     async def _create_indexes(self, conn: Any) -> None:
@@ -145,11 +182,11 @@ class Database:
                 await conn.execute(text(statement))
 
     async def drop_indexes(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await conn.run_sync(_drop_indexes)
 
     async def drop_schema(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await conn.run_sync(metadata.drop_all)
 
     async def count(self) -> int:
