@@ -123,8 +123,8 @@ async def ingest(db: Database, batch: Sequence[ThreatInput], *, now: dt.datetime
     try:
         return await _upsert(db, batch, now)
     except IntegrityError:
-        # A concurrent ingest inserted one of our keys between our read and our write:
-        # the retry sees it and updates instead.
+        # PostgreSQL: a concurrent ingest inserted one of our keys between our read and our
+        # write; the retry sees it and updates instead. (SQLite writes one at a time.)
         return await _upsert(db, batch, now)
 
 
@@ -133,7 +133,7 @@ async def _upsert(db: Database, batch: Sequence[ThreatInput], now: dt.datetime) 
     keys = [(v["source"], v["external_id"]) for v in wanted]
     changes: list[ThreatChange] = []
     unchanged = 0
-    async with db.engine.begin() as conn:
+    async with db.write() as conn:
         existing: dict[tuple[str, str], Any] = {}
         for start in range(0, len(keys), 400):
             chunk = keys[start : start + 400]

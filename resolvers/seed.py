@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
 from resolvers.records import Severity
-from resolvers.store import Database, threats
+from resolvers.store import BUSY_TIMEOUT_MS, Database, threats
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,8 @@ async def seed(
 def _load_sqlite(
     path: str, rows: Iterator[tuple[Any, ...]], count: int, batch: int, report: Progress
 ) -> None:
-    conn = sqlite3.connect(path)
+    # A live server may be writing: wait for its transaction as the server's own writers do.
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=OFF")
@@ -306,7 +307,7 @@ async def _load_generic(
         chunk = [_generic_row(r) for r in itertools.islice(rows, batch)]
         if not chunk:
             break
-        async with db.engine.begin() as conn:
+        async with db.write() as conn:
             await conn.execute(statement, chunk)
         done += len(chunk)
         report(done, count)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import (
@@ -24,9 +27,9 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
 
@@ -100,12 +103,29 @@ _POSTGRES_SEARCH_INDEXES = [
 ]
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+# How long a SQLite writer waits for another process's write transaction before failing.
+BUSY_TIMEOUT_MS = 30_000
+_BEGIN = "vajra_sqlite_begin"
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # sqlite3's own transaction control BEGINs lazily, before the first INSERT or UPDATE;
+    # _sqlite_begin emits BEGIN itself instead.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the crawler
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Reads get a deferred transaction, which in WAL mode never waits for a writer. A deferred
+    # transaction that reads and then writes cannot wait for the write lock, though: if another
+    # connection committed since its read, SQLite fails it at once with "database is locked".
+    # So Database.write() asks for BEGIN IMMEDIATE, which waits up to busy_timeout for the lock.
+    mode = conn.get_execution_options().get(_BEGIN, "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _create_indexes(sync_conn: Any) -> None:
@@ -129,27 +149,44 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         self.queries = 0
         self.epochs = CacheEpochs(self)
+        # One SQLite write transaction at a time in this process: the others queue here,
+        # without a deadline, rather than on the file lock's busy_timeout.
+        self._writer = asyncio.Lock() if self.is_sqlite else None
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
 
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
-    def _count(self, *_args: Any) -> None:
-        self.queries += 1
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if not statement.startswith("BEGIN"):  # transaction control, like the driver's COMMIT
+            self.queries += 1
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; on SQLite, one at a time per process, holding the write lock."""
+        if self._writer is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._writer, self.engine.connect() as conn:
+            await conn.execution_options(**{_BEGIN: "IMMEDIATE"})
+            async with conn.begin():
+                yield conn
 
     async def create_schema(self, *, indexes: bool = True) -> None:
         """Create the table (and, unless told not to, its indexes) if missing."""
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await conn.run_sync(metadata.create_all)
             if indexes:
                 await self._create_indexes(conn)
         await self.epochs.read()
 
     async def create_indexes(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await self._create_indexes(conn)
 
     async def _create_indexes(self, conn: Any) -> None:
@@ -159,11 +196,11 @@ class Database:
                 await conn.execute(text(statement))
 
     async def drop_indexes(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await conn.run_sync(_drop_indexes)
 
     async def drop_schema(self) -> None:
-        async with self.engine.begin() as conn:
+        async with self.write() as conn:
             await conn.run_sync(metadata.drop_all)
 
     async def count(self) -> int:
@@ -192,14 +229,14 @@ class CacheEpochs:
 
     async def bump(self) -> str:
         new = secrets.token_hex(8)
-        async with self.db.engine.begin() as conn:
+        async with self.db.write() as conn:
             result = await conn.execute(cache_epoch.update().values(epoch=new))
         return new if result.rowcount else await self._create(new)
 
     async def _create(self, epoch: str | None = None) -> str:
         """The row, made once; whoever loses the race to make it reads the winner's."""
         try:
-            async with self.db.engine.begin() as conn:
+            async with self.db.write() as conn:
                 await conn.execute(
                     cache_epoch.insert().values(id=1, epoch=epoch or secrets.token_hex(8))
                 )
