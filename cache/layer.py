@@ -55,16 +55,17 @@ class Lookup:
 
 @dataclass
 class _Read:
-    backend: Backend
+    backend: Backend | None  # None: neither the shared backend nor a fallback could be read
     shared: bool  # read from the shared backend (not the fallback)
     epoch: str | None  # the epoch once the read was done
     values: list[bytes | None] = field(default_factory=list)
 
 
 class Cache:
-    """One per process. `backend` is shared (Redis); `fallback` stands in while it is away;
-    `epochs` keeps the epoch where the data is (see `cache.trust` for when Redis is trusted).
-    `poll` is how often the epoch is read again (out-of-band writes are seen within it)."""
+    """One per process. `backend` is shared (Redis); while it may not be read, answers come
+    from the origin, or from `fallback` for a process that is alone; `epochs` keeps the epoch
+    where the data is (see `cache.trust` for when Redis is trusted). `poll` is how often the
+    epoch is read again (out-of-band writes are seen within it)."""
 
     def __init__(
         self,
@@ -122,7 +123,7 @@ class Cache:
         self._flights: dict[tuple[str, tuple[bytes, ...]], asyncio.Future[Any]] = {}
 
     @property
-    def fallback(self) -> MemoryBackend:
+    def fallback(self) -> MemoryBackend | None:
         return self.trust.fallback
 
     async def epoch(self) -> str | None:
@@ -142,14 +143,16 @@ class Cache:
                 values = await backend.get_many(unique)
             except BackendError:
                 backend = None
+        shared = backend is not None
         if backend is None or values is None:
             # Degraded: the epoch from where the data is, then what this process knows.
             await self.trust.refresh()
             backend = self.fallback
-            values = await backend.get_many(unique)
+            values = [None] * len(unique)
+            if backend is not None:
+                values = await backend.get_many(unique)
         epoch = await self.epoch()
         found = dict(zip(unique, values, strict=True))
-        shared = backend is not self.fallback
         return [_Read(backend, shared, epoch, [found[key] for key in keys]) for keys in batches]
 
     async def _write(self, items: Sequence[tuple[str, bytes, int] | str]) -> list[None]:
@@ -163,7 +166,8 @@ class Cache:
                 return [None] * len(items)
             except BackendError:
                 pass
-        await self.fallback.set_many(entries)
+        if self.fallback is not None:
+            await self.fallback.set_many(entries)
         return [None] * len(items)
 
     async def _acquire(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
@@ -211,9 +215,9 @@ class Cache:
         tags = policy.dependencies(args)
         generation_keys = [self.keys.generation(tag) for tag in tags]
         read = await self._reads.submit([key, *generation_keys])
-        if read.epoch != epoch:
-            # The epoch changed while we read: what we read may predate it. Compute, and
-            # store nothing (it would be keyed by the old epoch anyway).
+        if read.epoch != epoch or read.backend is None:
+            # The epoch changed while we read (what we read may predate it), or nothing
+            # can be read: compute, and store nothing.
             self.stats.record(coordinate, "MISS")
             return await compute(), Lookup("MISS", key, None)
         raw, generations = read.values[0], read.values[1:]
@@ -345,7 +349,7 @@ class Cache:
         decode: Decoder,
     ) -> Any:
         lease = None
-        if read.shared:
+        if read.shared and read.backend is not None:
             lease = self.keys.lease(key, generations)
             try:
                 if not await self._leases.submit((lease, secrets.token_bytes(8), self.lease_ms)):
@@ -416,7 +420,8 @@ class Cache:
         items = [(self.keys.generation(tag), new_generation(), GENERATION_TTL_MS) for tag in unique]
         for tag in unique:
             self.stats.invalidations[tag] += 1
-        await self.fallback.set_many(items)
+        if self.fallback is not None:
+            await self.fallback.set_many(items)
         backend = self.trust.writer()
         if backend is not None:
             try:
@@ -440,7 +445,7 @@ class Cache:
         The invalidation alone makes them unreachable, in O(1); the scan frees their memory."""
         await self.invalidate([group or "*"])
         pattern = self.keys.entries_of(group)
-        removed = await self.fallback.clear(pattern)
+        removed = await self.fallback.clear(pattern) if self.fallback is not None else 0
         backend = self.trust.writer()
         if backend is not None:
             try:
@@ -471,6 +476,8 @@ class Cache:
         if backend is not None:
             with contextlib.suppress(BackendError):
                 return await backend.count(self.keys.prefix, limit)
+        if self.fallback is None:
+            return 0
         return await self.fallback.count(self.keys.prefix, limit)
 
     # -- the local tier and the invalidation channel ----------------------------------------

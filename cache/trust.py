@@ -13,6 +13,9 @@
   `window` seconds, so it reads the epoch again before it trusts anything).
 - A process reads the epoch when it starts, whenever it (re)subscribes or hears an
   announcement, before every read it serves from its fallback, and every poll period.
+- While the shared backend may not be read, answers come from the origin. An in-process
+  fallback may stand in only for a process that is alone: it cannot hear what other
+  processes invalidate through a Redis that answers them and not this process.
 - Every path reports each backend call's success or failure here; the breaker closes on the
   first success from any path, and what the fallback learned never outlives an outage.
 """
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -62,7 +66,7 @@ class Trust:
         self.backend = backend
         self.epochs: EpochStore = epochs or MemoryEpochs()
         self.breaker = breaker or CircuitBreaker()
-        self.fallback = fallback or MemoryBackend()
+        self.fallback = fallback
         self.channel = channel
         self.epoch_key = epoch_key
         self.window = window
@@ -93,6 +97,10 @@ class Trust:
             # What the fallback learned while Redis was away, however briefly, must not
             # outlive the outage: other processes' invalidations never reached it.
             self._degraded = False
+            self._forget()
+
+    def _forget(self) -> None:
+        if self.fallback is not None:
             self.fallback = MemoryBackend(self.fallback.max_entries)
 
     def failed(self, exc: BackendError) -> None:
@@ -184,7 +192,7 @@ class Trust:
             if self.epoch is not None:
                 logger.info("cache epoch changed: nothing cached before it is served")
             self.epoch = epoch
-            self.fallback = MemoryBackend(self.fallback.max_entries)
+            self._forget()
             self.on_epoch()
 
     async def cover(self) -> None:
@@ -212,25 +220,31 @@ class Trust:
             await self.announce(wait=False)
 
     async def announce(self, *, wait: bool) -> None:
-        """Tell every process to read the epoch again. Sent whatever the breaker says: if it
-        cannot be sent, wait (when asked) until no listener can still be trusting."""
+        """Tell every process to read the epoch again. Sent whatever the breaker says, and
+        (when asked to wait) tried again until it is sent or `window` has passed since the
+        first failure: a failure of this process alone then does not keep the others in the
+        dark, and if Redis failed for everyone, every listener has stopped trusting by then."""
         if self.backend is None:
             self.unannounced = False
             return
-        try:
-            # The global generation too, for processes that read Redis without listening.
-            await self.backend.set_many(
-                [(self.epoch_key, new_generation(), GENERATION_TTL_MS)],
-                publish=(self.channel, ANNOUNCEMENT),
-            )
-        except BackendError as exc:
-            self.failed(exc)
-            if wait:
-                left = self._last_failure + self.window + SLACK - time.monotonic()
-                await asyncio.sleep(max(0.0, left))
-            return
+        deadline = math.inf
+        while True:
+            try:
+                await self.backend.publish(self.channel, ANNOUNCEMENT)
+            except BackendError as exc:
+                self.failed(exc)
+                now = time.monotonic()
+                deadline = min(deadline, now + self.window + SLACK)
+                if not wait or now >= deadline:
+                    return
+                await asyncio.sleep(min(0.02, deadline - now))
+                continue
+            break
         self.unannounced = False
         self.succeeded()
+        # For processes that read Redis without listening: the global generation too.
+        with contextlib.suppress(BackendError):
+            await self.backend.set_many([(self.epoch_key, new_generation(), GENERATION_TTL_MS)])
 
     def heard_announcement(self) -> None:
         """Another process changed the epoch: read it before anything else is served
@@ -283,3 +297,6 @@ class _Reported(Backend):
 
     async def ping(self) -> None:
         await self._report(self.inner.ping())
+
+    async def publish(self, channel: str, message: bytes) -> int:
+        return await self._report(self.inner.publish(channel, message))

@@ -42,7 +42,13 @@ def build_cache(settings: Settings, db: Database) -> Cache | None:
         RedisBackend(settings.redis_url, timeout=timeout),
         namespace=settings.cache_namespace,
         schema_version=fingerprint(schema.as_str() + CODEC_VERSION),
-        fallback=MemoryBackend(settings.cache_fallback_entries),
+        # Off by default: a process that is not alone cannot hear, while Redis is away, what
+        # the others invalidate (see cache/trust.py).
+        fallback=(
+            MemoryBackend(settings.cache_fallback_entries)
+            if settings.cache_fallback_entries
+            else None
+        ),
         epochs=db.epochs,
         poll=settings.cache_epoch_poll_ms / 1000,
         # How long a process trusts what it holds without hearing from Redis.

@@ -29,9 +29,7 @@ class Settings(BaseSettings):
     cache_ttl_stats: int = Field(default=60, ge=0, validation_alias="CACHE_TTL_STATS")
     cache_ttl_threats: int = Field(default=120, ge=0, validation_alias="CACHE_TTL_THREATS")
     cache_ttl_charts: int = Field(default=180, ge=0, validation_alias="CACHE_TTL_CHARTS")
-    cache_fallback_entries: int = Field(
-        default=10_000, ge=0, validation_alias="CACHE_FALLBACK_ENTRIES"
-    )
+    cache_fallback_entries: int = Field(default=0, ge=0, validation_alias="CACHE_FALLBACK_ENTRIES")
     cache_operations: bool = Field(default=True, validation_alias="CACHE_OPERATIONS")
     cache_local_mb: int = Field(default=64, ge=0, validation_alias="CACHE_LOCAL_MB")
     cache_epoch_poll_ms: int = Field(

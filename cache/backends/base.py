@@ -47,5 +47,9 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None: ...
 
+    async def publish(self, channel: str, message: bytes) -> int:
+        """Send `message` to the listeners of `channel`; how many received it."""
+        return 0
+
     async def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections."""

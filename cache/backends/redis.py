@@ -157,6 +157,12 @@ class RedisBackend(Backend):
             raise BackendError(f"count failed: {exc!r}") from exc
         return found
 
+    async def publish(self, channel: str, message: bytes) -> int:
+        try:
+            return int(await self.client.publish(channel, message))
+        except (RedisError, OSError) as exc:
+            raise BackendError(f"PUBLISH failed: {exc!r}") from exc
+
     async def ping(self) -> None:
         try:
             await self.client.ping()
