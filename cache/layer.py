@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +23,10 @@ from cache.backends.memory import MemoryBackend
 from cache.backends.redis import RedisBackend
 from cache.batch import TickBatcher
 from cache.breaker import CircuitBreaker
-from cache.codec import Decoder, encode
+from cache.codec import Decoder
 from cache.epoch import EpochStore
 from cache.exceptions import BackendError
+from cache.flight import MISSING, Flights, valid
 from cache.keys import GENERATION_TTL_MS, KeySpace, canonical_args, new_generation
 from cache.local import LocalTier
 from cache.policy import CachePolicy, Scope
@@ -35,9 +35,6 @@ from cache.stats import CacheStats
 from cache.trust import Trust
 
 logger = logging.getLogger("vajra.cache")
-
-FLIGHT_MEMORY = 0.5  # seconds a finished computation is still shared
-_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +117,7 @@ class Cache:
         self._writes: TickBatcher[tuple[str, bytes, int] | str, None] = TickBatcher(self._write)
         self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
         self._settles: TickBatcher[tuple[Backend, str], bytes] = TickBatcher(self._settle)
-        self._flights: dict[tuple[str, tuple[bytes, ...]], asyncio.Future[Any]] = {}
+        self.flights = Flights(self.keys, lease_ms, clock, self._writes.submit, self._leases.submit)
 
     @property
     def fallback(self) -> MemoryBackend | None:
@@ -222,8 +219,8 @@ class Cache:
             return await compute(), Lookup("MISS", key, None)
         raw, generations = read.values[0], read.values[1:]
         if raw is not None and None not in generations:
-            hit = self._valid(raw, generations)  # type: ignore[arg-type]
-            if hit is not _MISSING:
+            hit = valid(raw, generations)  # type: ignore[arg-type]
+            if hit is not MISSING:
                 created, value = hit
                 try:
                     value = decode(value)
@@ -247,9 +244,10 @@ class Cache:
             self.stats.record(coordinate, "MISS")
             return await compute(), Lookup("MISS", key, None)
         # A reader that finds the same computation running waits for it: COALESCED.
-        status = "COALESCED" if (key, settled) in self._flights else "MISS"
+        status = "COALESCED" if self.flights.running(key, settled) else "MISS"
         self.stats.record(coordinate, status)
-        value = await self._single_flight(read, key, settled, int(ttl * 1000), compute, decode)
+        shared = read.backend if read.shared else None
+        value = await self.flights.run(shared, key, settled, int(ttl * 1000), compute, decode)
         return value, Lookup(status, key, None, ttl, tags, settled if read.shared else None)
 
     async def _bypass(
@@ -257,17 +255,6 @@ class Cache:
     ) -> tuple[Any, Lookup]:
         self.stats.record(coordinate, "BYPASS")
         return await compute(), Lookup("BYPASS", None, None)
-
-    @staticmethod
-    def _valid(raw: bytes, generations: Sequence[bytes]) -> Any:
-        """(created, value) if the entry was stored under exactly these generations."""
-        try:
-            entry = orjson.loads(raw)
-            if entry["g"] != [g.decode() for g in generations]:
-                return _MISSING
-            return entry["t"], entry["v"]
-        except (orjson.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-            return _MISSING  # not an entry of ours: a miss
 
     async def _settle_generations(
         self, backend: Backend, keys: list[str], generations: list[bytes | None]
@@ -293,112 +280,6 @@ class Cache:
             )
             found.update({(backend, k): v for k, v in zip(keys, held, strict=True)})
         return [found[item] for item in items]
-
-    async def _single_flight(
-        self,
-        read: _Read,
-        key: str,
-        generations: tuple[bytes, ...],
-        ttl_ms: int,
-        compute: Callable[[], Awaitable[Any]],
-        decode: Decoder,
-    ) -> Any:
-        """One computation per (key, generations) in this process; waiters share its result.
-        A waiter that saw newer generations never joins an older flight."""
-        flight_key = (key, generations)
-        running = self._flights.get(flight_key)
-        if running is not None:
-            try:
-                return await asyncio.shield(running)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise  # this reader itself is being cancelled
-                # The leader was cancelled (its client went away): take over.
-                return await self._single_flight(read, key, generations, ttl_ms, compute, decode)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._flights[flight_key] = future
-        try:
-            value = await self._lead(read, key, generations, ttl_ms, compute, decode)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it, nobody logs it as lost
-            raise
-        else:
-            future.set_result(value)
-            # Readers that saw the same generations but arrive a moment late share this
-            # result too: it is exactly as valid as the entry just stored.
-            asyncio.get_running_loop().call_later(
-                FLIGHT_MEMORY, self._flights.pop, flight_key, None
-            )
-            return value
-        finally:
-            if future.cancelled() or future.exception() is not None:
-                self._flights.pop(flight_key, None)
-
-    async def _lead(
-        self,
-        read: _Read,
-        key: str,
-        generations: tuple[bytes, ...],
-        ttl_ms: int,
-        compute: Callable[[], Awaitable[Any]],
-        decode: Decoder,
-    ) -> Any:
-        lease = None
-        if read.shared and read.backend is not None:
-            lease = self.keys.lease(key, generations)
-            try:
-                if not await self._leases.submit((lease, secrets.token_bytes(8), self.lease_ms)):
-                    peer = await self._await_peer(read.backend, key, lease, generations, decode)
-                    lease = None  # not ours
-                    if peer is not _MISSING:
-                        return peer
-            except BackendError:
-                lease = None
-        try:
-            value = await compute()
-            stamp = {
-                "t": round(self.clock(), 3),
-                "g": [g.decode() for g in generations],
-                "v": value,
-            }
-            # Submitted in one tick: the entry and the lease release share a pipeline.
-            pending = [self._writes.submit((key, encode(stamp), ttl_ms))]
-            if lease is not None:
-                pending.append(self._writes.submit(lease))
-                lease = None
-            await asyncio.gather(*pending)
-        finally:
-            if lease is not None:  # the computation failed: let peers try at once
-                await self._writes.submit(lease)
-        return value
-
-    async def _await_peer(
-        self,
-        backend: Backend,
-        key: str,
-        lease: str,
-        generations: tuple[bytes, ...],
-        decode: Decoder,
-    ) -> Any:
-        """Another process holds the lease: wait for its entry, or for the lease to lapse."""
-        deadline = time.monotonic() + self.lease_ms / 1000
-        pause = 0.002
-        while time.monotonic() < deadline:
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
-            raw, holder = await backend.get_many([key, lease])
-            if raw is not None:
-                hit = self._valid(raw, generations)
-                if hit is not _MISSING:
-                    return decode(hit[1])
-            if holder is None:
-                break
-        return _MISSING
 
     # -- the write path ---------------------------------------------------------------------
 
