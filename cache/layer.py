@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from cache.backends.base import Backend
 from cache.backends.memory import MemoryBackend
 from cache.backends.redis import RedisBackend
@@ -305,11 +303,16 @@ class Cache:
             await self.fallback.set_many(items)
         backend = self.trust.writer()
         if backend is not None:
+            id_, message = self.trust.message({"t": unique})
             try:
-                await backend.set_many(items, publish=(self.channel, orjson.dumps(unique)))
-                return
+                receivers = await backend.set_many(items, publish=(self.channel, message))
             except BackendError:
-                pass  # maybe partly applied: the epoch covers all of it
+                await self.trust.confirm(id_, 0)  # forgets it
+            else:
+                # Return only once every process has dropped what it held of these tags.
+                await self.trust.confirm(id_, receivers)
+                return
+            # Maybe partly applied: the epoch covers all of it.
         self.stats.lost_invalidations += 1
         await self.trust.cover()
 
@@ -395,12 +398,20 @@ class Cache:
                 on_epoch=self._heard_epoch,
                 on_ready=self._subscribed,
                 on_lost=self._lost_channel,
+                ack=self._ack,
                 window=self.trust.window,
             )
             self.trust.listening = self.local.live = self._subscriber.live
+            self.trust.message = self._subscriber.message
+            self.trust.confirm = self._subscriber.confirmed
             self._subscriber.start()
         if self._poller is None and self.poll > 0:
             self._poller = asyncio.create_task(self._poll(), name="cache-epoch-poll")
+
+    async def _ack(self, reply: str, message: bytes) -> None:
+        if self.backend is not None:
+            with contextlib.suppress(BackendError):
+                await self.backend.publish(reply, message)
 
     def _heard_epoch(self) -> None:
         self.drop_local(["*"])

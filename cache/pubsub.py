@@ -8,6 +8,12 @@ longer silence, even one that ends without an error (Redis paused, then resumed)
 a loss: messages from before it may be missing, so the epoch is read again before anything
 is trusted (`on_ready`). A process whose invalidation could not be announced waits out
 `window` before its mutation returns, so every listener has stopped trusting by then.
+
+A mutation returns only once every listener has acted on its message: each message carries
+an id and this process's reply channel, every listener acknowledges it there after dropping
+what it names, and the sender waits for as many acknowledgements as Redis counted receivers,
+or for `window` (by then a listener that did not answer has not heard from Redis since before
+the message, so it trusts nothing: what it hears next, it hears after the message).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,10 +38,11 @@ RECONNECT_AFTER = 4  # windows of silence before the connection is given up
 class Subscriber:
     """Listens on `channel` in a task of its own, reconnecting with backoff.
 
-    Messages are a JSON list of tags (`on_tags`) or `{"epoch": ...}`: another process
-    changed the epoch (`on_epoch`). `on_ready` runs after every (re)subscription and every
-    silence longer than `window`, before the listener counts as live; it returns False when
-    it could not make the process ready (then the listener tries again)."""
+    Messages are `{"t": [tags]}` (`on_tags`) or `{"epoch": true}`: another process changed
+    the epoch (`on_epoch`), each with the `id` and reply channel `r` that `message()` adds;
+    `ack(reply, id)` sends the acknowledgement. `on_ready` runs after every (re)subscription
+    and every silence longer than `window`, before the listener counts as live; it returns
+    False when it could not make the process ready (then the listener tries again)."""
 
     def __init__(
         self,
@@ -45,6 +53,7 @@ class Subscriber:
         on_epoch: Callable[[], None],
         on_ready: Callable[[], Awaitable[bool]],
         on_lost: Callable[[], None],
+        ack: Callable[[str, bytes], Awaitable[None]],
         window: float = 0.25,
     ) -> None:
         self.url = url
@@ -53,6 +62,11 @@ class Subscriber:
         self._on_epoch = on_epoch
         self._on_ready = on_ready
         self._on_lost = on_lost
+        self._ack = ack
+        self.reply = f"{channel}:ack:{secrets.token_hex(8)}"
+        self._waiting: dict[str, list[Any]] = {}  # id -> [acks, needed, event]
+        self._acks_out: set[asyncio.Task[None]] = set()
+        self.unconfirmed = 0  # messages some listener never acknowledged within the window
         self.window = window
         self.heartbeat = window / 5
         self._task: asyncio.Task[None] | None = None
@@ -67,6 +81,39 @@ class Subscriber:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="cache-invalidations")
+
+    def message(self, body: dict[str, Any]) -> tuple[str | None, bytes]:
+        """`body` as a message whose acknowledgements this listener will count: its id and
+        bytes. Call `confirmed` with the id once it is published, or `forget` it."""
+        id_ = secrets.token_hex(8)
+        self._waiting[id_] = [0, None, asyncio.Event()]
+        return id_, orjson.dumps({**body, "id": id_, "r": self.reply})
+
+    async def confirmed(self, id_: str | None, receivers: int) -> None:
+        """Wait until `receivers` listeners have acted on message `id_`, or until no listener
+        that has not can still be trusting (see the module's docstring). With 0 receivers,
+        nothing was sent: just forget the message."""
+        if id_ is None:
+            return
+        waiting = self._waiting.get(id_)
+        try:
+            if waiting is None:
+                return
+            waiting[1] = receivers
+            if waiting[0] < receivers:
+                try:
+                    await asyncio.wait_for(waiting[2].wait(), self.window + 0.02)
+                except TimeoutError:
+                    self.unconfirmed += 1
+        finally:
+            self._waiting.pop(id_, None)
+
+    def _acked(self, id_: str) -> None:
+        waiting = self._waiting.get(id_)
+        if waiting is not None:
+            waiting[0] += 1
+            if waiting[1] is not None and waiting[0] >= waiting[1]:
+                waiting[2].set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -101,12 +148,13 @@ class Subscriber:
                     await client.aclose()
 
     async def _subscribe(self, pubsub: Any) -> None:
-        await pubsub.subscribe(self.channel)
+        await pubsub.subscribe(self.channel, self.reply)
         deadline = time.monotonic() + RECONNECT_AFTER * self.window
-        while True:  # only once the subscription is confirmed does any message count
+        confirmed = 0
+        while confirmed < 2:  # only once both are confirmed does any message count
             message = await pubsub.get_message(timeout=self.heartbeat)
             if message is not None and message["type"] == "subscribe":
-                break
+                confirmed += 1
             if time.monotonic() > deadline:
                 raise TimeoutError("no confirmation of the subscription")
         self._heard = time.monotonic()
@@ -140,13 +188,24 @@ class Subscriber:
                 await self._ready()
             self._heard = now
             if message["type"] == "message":
-                self._dispatch(orjson.loads(message["data"]))
+                self._dispatch(message["channel"], orjson.loads(message["data"]))
 
-    def _dispatch(self, payload: Any) -> None:
-        if isinstance(payload, list):
-            self._on_tags([str(tag) for tag in payload])
-        elif isinstance(payload, dict) and "epoch" in payload:
+    def _dispatch(self, channel: bytes, payload: Any) -> None:
+        if not isinstance(payload, dict):
+            return
+        if channel.decode() == self.reply:
+            self._acked(str(payload.get("ack")))
+            return
+        if isinstance(payload.get("t"), list):
+            self._on_tags([str(tag) for tag in payload["t"]])
+        elif "epoch" in payload:
             self._on_epoch()
+        reply, id_ = payload.get("r"), payload.get("id")
+        if isinstance(reply, str) and isinstance(id_, str):
+            # Acted on: say so (in the background, the listener never waits on it).
+            task = asyncio.ensure_future(self._ack(reply, orjson.dumps({"ack": id_})))
+            self._acks_out.add(task)
+            task.add_done_callback(self._acks_out.discard)
 
     def _lose(self) -> None:
         self._live = False

@@ -28,7 +28,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
@@ -44,7 +44,14 @@ T = TypeVar("T")
 logger = logging.getLogger("vajra.cache")
 
 SLACK = 0.02  # seconds added to `window` for a message in flight between processes
-ANNOUNCEMENT = orjson.dumps({"epoch": True})
+
+
+def _plain(body: dict[str, Any]) -> tuple[str | None, bytes]:
+    return None, orjson.dumps(body)
+
+
+async def _unconfirmed(_id: str | None, _receivers: int) -> None:
+    return None
 
 
 class Trust:
@@ -74,6 +81,9 @@ class Trust:
         self.stats = stats or CacheStats()
         # Set when this process listens for invalidations: is it hearing them right now?
         self.listening: Callable[[], bool] | None = None
+        # ...and how to make a message whose acknowledgements it counts, and wait for them.
+        self.message: Callable[[dict[str, Any]], tuple[str | None, bytes]] = _plain
+        self.confirm: Callable[[str | None, int], Awaitable[None]] = _unconfirmed
         self.epoch: str | None = None
         self.epoch_reads = 0
         self.unrecorded = False  # an invalidation neither delivered nor covered by an epoch
@@ -228,20 +238,26 @@ class Trust:
             self.unannounced = False
             return
         deadline = math.inf
+        id_, message = self.message({"epoch": True})
         while True:
             try:
-                await self.backend.publish(self.channel, ANNOUNCEMENT)
+                receivers = await self.backend.publish(self.channel, message)
             except BackendError as exc:
                 self.failed(exc)
                 now = time.monotonic()
                 deadline = min(deadline, now + self.window + SLACK)
                 if not wait or now >= deadline:
+                    await self.confirm(id_, 0)  # forgets it
                     return
                 await asyncio.sleep(min(0.02, deadline - now))
                 continue
             break
         self.unannounced = False
         self.succeeded()
+        if wait:
+            await self.confirm(id_, receivers)
+        else:
+            await self.confirm(id_, 0)
         # For processes that read Redis without listening: the global generation too.
         with contextlib.suppress(BackendError):
             await self.backend.set_many([(self.epoch_key, new_generation(), GENERATION_TTL_MS)])
@@ -277,8 +293,8 @@ class _Reported(Backend):
         items: Sequence[tuple[str, bytes, int]],
         release: Sequence[str] = (),
         publish: tuple[str, bytes] | None = None,
-    ) -> None:
-        await self._report(self.inner.set_many(items, release, publish))
+    ) -> int:
+        return await self._report(self.inner.set_many(items, release, publish))
 
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
         return await self._report(self.inner.set_if_absent_get(items))

@@ -38,6 +38,10 @@ class Process:
     cache: Cache
     http: httpx.AsyncClient
 
+    def _subscriber_unconfirmed(self) -> int:
+        assert self.cache._subscriber is not None
+        return self.cache._subscriber.unconfirmed
+
     async def total(self) -> tuple[int, str | None]:
         response = await self.http.post("/graphql", json={"query": STATS})
         assert response.status_code == 200, response.text
@@ -135,6 +139,40 @@ async def test_whole_operation_hits_alone_bring_the_cache_back_after_a_restart(
         await fresh_and_back([a], 1)
         assert a.cache.breaker.state is State.CLOSED
         assert (await a.http.get("/health")).json()["redis_cache"] == "connected"
+
+
+async def test_a_mutation_returns_once_every_process_has_dropped_what_it_changed(
+    sqlite_db: Database, redis_server: RedisServer
+) -> None:
+    await add(sqlite_db, threat_input(1))
+    async with process(sqlite_db, redis_server) as a, process(sqlite_db, redis_server) as b:
+        await listening(a, b)
+        for n in range(2, 12):
+            await warm(b, n - 1)  # B answers from its local tier...
+            await a.ingest(n)
+            assert (await b.total())[0] == n  # ...and not a moment after A's mutation returned
+        assert a._subscriber_unconfirmed() == 0  # every message was acknowledged, none timed out
+
+
+async def test_a_listener_that_never_answers_delays_a_mutation_by_one_window_at_most(
+    sqlite_db: Database, redis_server: RedisServer
+) -> None:
+    await add(sqlite_db, threat_input(1))
+    silent = aioredis.Redis.from_url(redis_server.url)
+    pubsub = silent.pubsub()
+    await pubsub.subscribe("p:invalidations")  # hears everything, acknowledges nothing
+    try:
+        async with process(sqlite_db, redis_server) as a:
+            await listening(a)
+            started = time.monotonic()
+            await a.ingest(2)
+            took = time.monotonic() - started
+            assert a._subscriber_unconfirmed() == 1
+            assert took < 5 * a.cache.trust.window, took  # bounded: it does not hang
+            assert (await a.total())[0] == 2
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await silent.aclose()
 
 
 async def test_an_ingest_while_redis_is_hung_is_never_served_stale(

@@ -21,9 +21,10 @@ class Backend(abc.ABC):
         items: Sequence[tuple[str, bytes, int]],
         release: Sequence[str] = (),
         publish: tuple[str, bytes] | None = None,
-    ) -> None:
+    ) -> int:
         """(key, value, ttl in milliseconds), written together, the `release` keys (finished
-        leases) deleted and `publish` (channel, message) sent, in the same round trip."""
+        leases) deleted and `publish` (channel, message) sent, in the same round trip.
+        Returns how many listeners received `publish` (0 without one)."""
 
     @abc.abstractmethod
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:

@@ -47,11 +47,12 @@ class MemoryBackend(Backend):
         items: Sequence[tuple[str, bytes, int]],
         release: Sequence[str] = (),
         publish: tuple[str, bytes] | None = None,
-    ) -> None:
+    ) -> int:
         for key, value, ttl_ms in items:
             self._set(key, value, ttl_ms)
         for key in release:
             self._data.pop(key, None)
+        return 0
 
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
         held = []

@@ -87,7 +87,7 @@ class RedisBackend(Backend):
         items: Sequence[tuple[str, bytes, int]],
         release: Sequence[str] = (),
         publish: tuple[str, bytes] | None = None,
-    ) -> None:
+    ) -> int:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key, value, ttl_ms in items:
@@ -96,9 +96,10 @@ class RedisBackend(Backend):
                     pipe.unlink(*release)
                 if publish is not None:
                     pipe.publish(*publish)
-                await pipe.execute()
+                results = await pipe.execute()
         except (RedisError, OSError) as exc:
             raise BackendError(f"SET pipeline failed: {exc!r}") from exc
+        return int(results[-1]) if publish is not None else 0
 
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
         try:
