@@ -73,7 +73,7 @@ class Cache:
         breaker: CircuitBreaker | None = None,
         epochs: EpochStore | None = None,
         poll: float = 1.0,
-        window: float = 0.25,
+        window: float = 0.5,
         max_age: dict[str, int] | None = None,
         lease_ms: int = 5_000,
         local_bytes: int = 64 * 1024 * 1024,
@@ -96,6 +96,7 @@ class Cache:
             channel=self.channel,
             epoch_key=self.keys.generation("*"),
             window=window,
+            poll=poll,
             on_epoch=lambda: self.drop_local(["*"]),
             stats=self.stats,
         )
@@ -289,7 +290,8 @@ class Cache:
             return
         self.drop_local(unique)
         try:
-            await self._bump(unique)
+            # Shielded: a mutation whose client went away still invalidates what it changed.
+            await asyncio.shield(self._bump(unique))
         finally:
             # Again once the new generations are in place: a reader that ran while they were
             # on their way read the old ones and may have put what it built in the local tier.
@@ -432,5 +434,6 @@ class Cache:
             self._poller = None
         if self._subscriber is not None:
             await self._subscriber.stop()
+        await self.trust.close()
         if self.backend is not None:
             await self.backend.close()

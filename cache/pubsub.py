@@ -54,7 +54,7 @@ class Subscriber:
         on_ready: Callable[[], Awaitable[bool]],
         on_lost: Callable[[], None],
         ack: Callable[[str, bytes], Awaitable[None]],
-        window: float = 0.25,
+        window: float = 0.5,
     ) -> None:
         self.url = url
         self.channel = channel

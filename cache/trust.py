@@ -66,7 +66,8 @@ class Trust:
         fallback: MemoryBackend | None = None,
         channel: str = "invalidations",
         epoch_key: str = "epoch",
-        window: float = 0.25,
+        window: float = 0.5,
+        poll: float = 1.0,
         on_epoch: Callable[[], None] = lambda: None,
         stats: CacheStats | None = None,
     ) -> None:
@@ -77,6 +78,7 @@ class Trust:
         self.channel = channel
         self.epoch_key = epoch_key
         self.window = window
+        self.poll = poll
         self.on_epoch = on_epoch
         self.stats = stats or CacheStats()
         # Set when this process listens for invalidations: is it hearing them right now?
@@ -91,8 +93,10 @@ class Trust:
         self._degraded = False
         self._last_failure = -math.inf
         self._last_warning = -math.inf
-        self._refresh: asyncio.Future[str | None] | None = None
-        self._asked = 0  # refreshes asked for; a read satisfies those asked before it began
+        self._refresh: asyncio.Future[str | None] | None = None  # the read under way
+        self._next: asyncio.Future[str | None] | None = None  # the one after it
+        self._known: str | None = None  # the last epoch read (kept while `epoch` is unknown)
+        self._retrying = False
         self._tickets = 0
         self._adopted = 0
         self._shared = _Reported(backend, self) if backend is not None else None
@@ -148,41 +152,52 @@ class Trust:
 
     def current(self) -> str | None:
         """The epoch to build keys with, when known and not being read again."""
-        return self.epoch if self._refresh is None else None
+        return self.epoch if self._refresh is None and self._next is None else None
 
     async def ready(self) -> str | None:
-        """The epoch to build keys with, reading it first if it is unknown or being read;
-        None when it cannot be read (then nothing cached may be used)."""
-        if self._refresh is not None or self.epoch is None:
+        """The epoch to build keys with, waiting for the reads under way (or making one if
+        it is unknown); None when it cannot be read (then nothing cached may be used)."""
+        pending = self._next or self._refresh
+        if pending is None:
+            if self.epoch is not None:
+                return self.epoch
             return await self.refresh()
-        return self.epoch
-
-    async def refresh(self) -> str | None:
-        """Read the epoch from its store. Concurrent callers share one read, but never one
-        that began before they asked."""
         try:
-            return await asyncio.shield(self._start_refresh())
+            return await asyncio.shield(pending)
         except Exception:
             return None
 
-    def _start_refresh(self) -> asyncio.Future[str | None]:
-        self._asked += 1
-        if self._refresh is None:
-            self._refresh = asyncio.ensure_future(self._load())
-        return self._refresh
-
-    async def _load(self) -> str | None:
+    async def refresh(self) -> str | None:
+        """Read the epoch from its store, in a read that begins after this call."""
         try:
-            while True:
-                asked = self._asked
-                epoch = await self.read()
-                if epoch is None or self._asked == asked:
-                    return epoch
+            return await asyncio.shield(self._schedule())
+        except Exception:
+            return None
+
+    def _schedule(self) -> asyncio.Future[str | None]:
+        """A read that begins after now. Callers share reads: whoever asks while one is under
+        way shares the next one, so nobody waits for more than two."""
+        if self._refresh is None:
+            self._refresh = asyncio.ensure_future(self._run(None))
+            return self._refresh
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._run(self._refresh))
+        return self._next
+
+    async def _run(self, after: asyncio.Future[str | None] | None) -> str | None:
+        me = asyncio.current_task()
+        if after is not None:
+            await asyncio.wait([after])
+            self._refresh, self._next = me, None  # now the read under way
+        try:
+            return await self.read()
         finally:
-            self._refresh = None
+            if self._refresh is me:
+                self._refresh = None
 
     async def read(self) -> str | None:
-        """One read of the store, adopted unless a newer one already was; None on failure."""
+        """One read of the store, adopted unless a newer one already was. On failure the
+        epoch is unknown (nothing cached is used) until a read succeeds; None then."""
         self._tickets += 1
         ticket = self._tickets
         self.epoch_reads += 1
@@ -190,6 +205,9 @@ class Trust:
             epoch = await self.epochs.read()
         except Exception as exc:
             logger.warning("cannot read the cache epoch, serving from the origin: %r", exc)
+            if ticket > self._adopted:
+                self._adopted = ticket
+                self.epoch = None
             return None
         self._adopt(epoch, ticket)
         return self.epoch
@@ -198,18 +216,17 @@ class Trust:
         if ticket < self._adopted:
             return  # a read that began before one already adopted
         self._adopted = ticket
-        if epoch != self.epoch:
-            if self.epoch is not None:
+        if epoch != self._known:
+            if self._known is not None:
                 logger.info("cache epoch changed: nothing cached before it is served")
-            self.epoch = epoch
-            self._forget()
-            self.on_epoch()
+                self._forget()
+                self.on_epoch()
+            self._known = epoch
+        self.epoch = epoch
 
     async def cover(self) -> None:
         """An invalidation did not reach the shared backend: a new epoch covers it, recorded
         where the data is and announced before this returns (see the module's rule)."""
-        self._tickets += 1
-        ticket = self._tickets
         try:
             epoch = await self.epochs.bump()
         except Exception as exc:
@@ -218,16 +235,30 @@ class Trust:
             self.unrecorded = True
             return
         self.unrecorded = False
-        self._adopt(epoch, ticket)
+        recorded = time.monotonic()
+        self._tickets += 1  # after the bump: a read that began during it is older
+        self._adopt(epoch, self._tickets)
         self.unannounced = True
         await self.announce(wait=True)
+        if self.unannounced and self.poll > 0:
+            # Nobody was told: a process that still hears Redis (this one alone may have
+            # lost it) reads the epoch by its next poll. Return once that has passed.
+            left = recorded + self.poll + self.window + 0.1 - time.monotonic()
+            await asyncio.sleep(max(0.0, left))
 
     async def retry(self) -> None:
-        """Settle what is owed: an epoch not recorded, an announcement not sent."""
-        if self.unrecorded:
-            await self.cover()
-        elif self.unannounced and self.breaker.allow():
-            await self.announce(wait=False)
+        """Settle what is owed, once at a time: an epoch not recorded, an announcement not
+        sent."""
+        if self._retrying:
+            return
+        self._retrying = True
+        try:
+            if self.unrecorded:
+                await self.cover()
+            elif self.unannounced and self.breaker.allow():
+                await self.announce(wait=False)
+        finally:
+            self._retrying = False
 
     async def announce(self, *, wait: bool) -> None:
         """Tell every process to read the epoch again. Sent whatever the breaker says, and
@@ -262,10 +293,17 @@ class Trust:
         with contextlib.suppress(BackendError):
             await self.backend.set_many([(self.epoch_key, new_generation(), GENERATION_TTL_MS)])
 
+    async def close(self) -> None:
+        for pending in (self._next, self._refresh):
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+
     def heard_announcement(self) -> None:
         """Another process changed the epoch: read it before anything else is served
         (`current()` is None from now until the read is done)."""
-        self._start_refresh()
+        self._schedule()
 
 
 class _Reported(Backend):

@@ -47,9 +47,10 @@ async def _invalidate(db: Database, tags: list[str]) -> str:
             done = "new cache epoch: everything cached before it is stale"
     finally:
         await cache.close()
-    lost = cache.stats.lost_invalidations
-    reach = "Redis unreachable: a new epoch covers it" if lost else "announced on Redis"
-    return f"{done} ({reach}; every server sees it within {settings.cache_epoch_poll_ms} ms)"
+    if cache.stats.lost_invalidations:
+        done += "; Redis refused it: a new cache epoch covers it"
+    told = "not announced (Redis unreachable)" if cache.trust.unannounced else "announced"
+    return f"{done}; {told}; every server sees it within {settings.cache_epoch_poll_ms} ms"
 
 
 async def _cache_command(args: argparse.Namespace) -> str:

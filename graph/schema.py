@@ -97,6 +97,8 @@ class Mutation:
         if ctx.cache is not None:
             # Committed; every answer it could change is stale before this returns.
             await ctx.cache.invalidate(tags.changed_tags(outcome.changes))
+        if outcome.pending is not None:
+            await ctx.db.settled(outcome.pending)
         return IngestResult(
             inserted=outcome.inserted, updated=outcome.updated, unchanged=outcome.unchanged
         )

@@ -172,8 +172,13 @@ async def _upsert(db: Database, batch: Sequence[ThreatInput], now: dt.datetime) 
             )
             for new_id, values in zip(result.scalars().all(), inserts, strict=True):
                 changes.append(ThreatChange(before=None, after=_threat(new_id, values)))
+        pending = await db.pending(conn) if changes else None
     return IngestOutcome(
-        inserted=len(inserts), updated=len(updates), unchanged=unchanged, changes=changes
+        inserted=len(inserts),
+        updated=len(updates),
+        unchanged=unchanged,
+        changes=changes,
+        pending=pending,
     )
 
 

@@ -136,3 +136,6 @@ class IngestOutcome:
     updated: int
     unchanged: int
     changes: list[ThreatChange]
+    # The row that says "the cache has not been told of this yet", written with the change
+    # (see Database.settle); None when nothing changed.
+    pending: int | None = None

@@ -83,6 +83,17 @@ cache_epoch = Table(
     Column("epoch", String(32), nullable=False),
 )
 
+# Changes the cache has not been told of yet: a row written in the same transaction as the
+# change, deleted once its invalidation is done. A row that outlives its writer (a process
+# killed between the commit and the invalidation) is found by the sweep, and a new cache
+# epoch covers it.
+pending_invalidations = Table(
+    "pending_invalidations",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 # Every list ordering is (published_at DESC, id DESC): each filter column leads an index
 # that ends in that order, so a filtered page is an index range read backwards.
 INDEXES = [
@@ -202,6 +213,32 @@ class Database:
     async def drop_schema(self) -> None:
         async with self.write() as conn:
             await conn.run_sync(metadata.drop_all)
+
+    async def pending(self, conn: AsyncConnection) -> int:
+        """Record, in the writer's transaction `conn`, that the cache must still be told."""
+        now = dt.datetime.now(dt.UTC)
+        statement = pending_invalidations.insert().values(created_at=now)
+        return int(
+            (await conn.execute(statement.returning(pending_invalidations.c.id))).scalar_one()
+        )
+
+    async def settled(self, *pending: int) -> None:
+        """The cache has been told (or an epoch covers it): forget these records."""
+        if pending:
+            async with self.write() as conn:
+                await conn.execute(
+                    pending_invalidations.delete().where(pending_invalidations.c.id.in_(pending))
+                )
+
+    async def orphans(self, older_than: float) -> list[int]:
+        """The records older than `older_than` seconds: their writers died before telling
+        the cache. Cover them (a new cache epoch), then forget them with `settled`."""
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=older_than)
+        query = select(pending_invalidations.c.id).where(
+            pending_invalidations.c.created_at <= cutoff
+        )
+        async with self.engine.connect() as conn:
+            return [int(i) for i in (await conn.execute(query)).scalars().all()]
 
     async def count(self) -> int:
         async with self.engine.connect() as conn:

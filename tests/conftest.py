@@ -45,7 +45,8 @@ async def _postgres() -> Database:
             pytest.fail(f"CI=true but PostgreSQL is unreachable at {POSTGRES_URL}: {exc}")
         pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}")
     async with db.engine.begin() as conn:
-        await conn.execute(text("DROP TABLE IF EXISTS threats"))
+        for table in ("threats", "cache_epoch", "pending_invalidations"):
+            await conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
     return db
 
 
@@ -87,7 +88,10 @@ def threat_input(n: int = 1, **overrides: Any) -> ThreatInput:
 
 
 async def add(db: Database, *items: ThreatInput) -> None:
-    await ingest(db, list(items), now=NOW)
+    """Threats in the database before any cache looks (nothing pending for a cache)."""
+    outcome = await ingest(db, list(items), now=NOW)
+    if outcome.pending is not None:
+        await db.settled(outcome.pending)
 
 
 def context(db: Database, authorization: str | None = None) -> Context:

@@ -35,7 +35,10 @@ async def test_the_harness_catches_a_cache_that_serves_stale_answers(sqlite_db: 
         forgetful = ForgetfulCache(
             RedisBackend(REDIS_URL), namespace=real.keys.namespace, schema_version="t"
         )
-        outcome = await run(sqlite_db, forgetful, readers=4, mutations=10, interval=0.01)
+        # Warm first: reads are then fast enough that many start after a mutation returned.
+        outcome = await run(
+            sqlite_db, forgetful, readers=4, mutations=20, interval=0.02, warmup=0.5
+        )
         await forgetful.close()
     assert outcome.stale > 0
 

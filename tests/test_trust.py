@@ -18,10 +18,11 @@ from redis import asyncio as aioredis
 
 from cache import Cache, RedisBackend
 from cache.breaker import CircuitBreaker, State
-from graph.app import create_app
+from graph.app import create_app, sweep_orphans
 from graph.settings import Settings
+from resolvers.ingest import ingest
 from resolvers.store import Database
-from tests.conftest import CRAWLER, add, threat_input
+from tests.conftest import CRAWLER, NOW, add, threat_input
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
@@ -68,14 +69,14 @@ class Process:
 
 @contextlib.asynccontextmanager
 async def process(
-    db: Database, server: RedisServer, *, poll: float = 5.0
+    db: Database, server: RedisServer, *, poll: float = 1.0, url: str | None = None
 ) -> AsyncIterator[Process]:
     cache = Cache(
-        RedisBackend(server.url),
+        RedisBackend(url or server.url),
         namespace="p",
         schema_version="t",
         epochs=db.epochs,  # the database's epoch, as in production
-        poll=poll,  # long by default: these tests must pass without the poll's help
+        poll=poll,
     )
     settings = Settings(DATABASE_URL=db.url, VAJRA_CRAWLER_TOKEN=CRAWLER)
     app = create_app(settings, db=db, cache=cache)
@@ -152,6 +153,7 @@ async def test_a_mutation_returns_once_every_process_has_dropped_what_it_changed
             await a.ingest(n)
             assert (await b.total())[0] == n  # ...and not a moment after A's mutation returned
         assert a._subscriber_unconfirmed() == 0  # every message was acknowledged, none timed out
+        assert await sqlite_db.orphans(0) == []  # and each ingest settled its pending row
 
 
 async def test_a_listener_that_never_answers_delays_a_mutation_by_one_window_at_most(
@@ -173,6 +175,22 @@ async def test_a_listener_that_never_answers_delays_a_mutation_by_one_window_at_
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await silent.aclose()
+
+
+async def test_a_process_cut_off_from_redis_alone_returns_once_the_others_know(
+    sqlite_db: Database, redis_server: RedisServer
+) -> None:
+    await add(sqlite_db, threat_input(1))
+    cut_off = f"redis://127.0.0.1:{free_port()}/0"  # A reaches no Redis; B reaches it fine
+    async with (
+        process(sqlite_db, redis_server) as b,
+        process(sqlite_db, redis_server, url=cut_off) as a,
+    ):
+        await listening(b)
+        await warm(b, 1)
+        await a.ingest(2)  # nobody hears A: it returns once B's poll must have run
+        assert a.cache.trust.unannounced
+        assert (await b.total())[0] == 2
 
 
 async def test_an_ingest_while_redis_is_hung_is_never_served_stale(
@@ -298,6 +316,23 @@ async def test_an_epoch_change_behind_the_servers_back_is_seen_within_the_poll(
             while (await a.total())[0] != 2:
                 await asyncio.sleep(0.01)
         assert time.monotonic() - started < 0.2 + 0.5
+
+
+async def test_an_ingest_whose_process_died_before_invalidating_is_covered_by_the_sweep(
+    sqlite_db: Database, redis_server: RedisServer
+) -> None:
+    await add(sqlite_db, threat_input(1))
+    async with process(sqlite_db, redis_server) as a:
+        await listening(a)
+        await warm(a, 1)
+        # Another process commits an ingest and dies before invalidating anything: its
+        # mutation never returned, but the row it committed says the cache was not told.
+        outcome = await ingest(sqlite_db, [threat_input(2)], now=NOW)
+        assert outcome.pending is not None
+        assert (await a.total()) == (1, "HIT")
+        assert await sweep_orphans(sqlite_db, a.cache, older_than=0) == 1
+        assert (await a.total())[0] == 2
+        assert await sqlite_db.orphans(0) == []  # covered once, not again
 
 
 def test_half_open_lets_one_probe_through_and_a_silent_probe_does_not_wedge_it() -> None:
