@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis import asyncio as aioredis
@@ -28,8 +28,16 @@ logger = logging.getLogger("vajra.cache")
 RECONNECT_AFTER = 4  # windows of silence before the connection is given up
 
 
+class ClientFactory(Protocol):
+    """Makes a new client on the node that takes writes now (after a failover, the new
+    master): `RedisBackend.pubsub_client`."""
+
+    def __call__(self, *, timeout: float, connect_timeout: float) -> aioredis.Redis: ...
+
+
 class Subscriber:
-    """Listens on `channel` in a task of its own, reconnecting with backoff.
+    """Listens on `channel` in a task of its own, reconnecting with backoff, each time with a
+    new client from `connect`.
 
     Messages are a JSON list of tags (`on_tags`) or `{"epoch": ...}`: another process
     changed the epoch (`on_epoch`). `on_ready` runs after every (re)subscription and every
@@ -38,7 +46,7 @@ class Subscriber:
 
     def __init__(
         self,
-        url: str,
+        connect: ClientFactory,
         channel: str,
         *,
         on_tags: Callable[[list[str]], None],
@@ -47,7 +55,7 @@ class Subscriber:
         on_lost: Callable[[], None],
         window: float = 0.25,
     ) -> None:
-        self.url = url
+        self._connect = connect
         self.channel = channel
         self._on_tags = on_tags
         self._on_epoch = on_epoch
@@ -78,14 +86,11 @@ class Subscriber:
     async def _run(self) -> None:
         pause = 0.05
         while True:
-            client = aioredis.Redis.from_url(
-                self.url,
-                socket_connect_timeout=0.5,
-                socket_timeout=RECONNECT_AFTER * self.window,
-                health_check_interval=0,
-            )
-            pubsub = client.pubsub()
+            client: aioredis.Redis | None = None
+            pubsub: Any = None
             try:
+                client = self._connect(timeout=RECONNECT_AFTER * self.window, connect_timeout=0.5)
+                pubsub = client.pubsub()
                 await self._subscribe(pubsub)
                 pause = 0.05
                 await self._listen(pubsub)
@@ -97,8 +102,10 @@ class Subscriber:
                 pause = min(pause * 2, 1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                    await client.aclose()
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                    if client is not None:
+                        await client.aclose()
 
     async def _subscribe(self, pubsub: Any) -> None:
         await pubsub.subscribe(self.channel)

@@ -22,18 +22,23 @@ class RedisBackend(Backend):
 
     def __init__(self, url: str, *, timeout: float = 0.1, max_connections: int = 64) -> None:
         self.url = url
+        self._guard: tuple[str, str, Callable[[], bytes], int] | None = None
         self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            url, **self._options(timeout, max_connections)
+        )
+
+    def _options(self, timeout: float, max_connections: int) -> dict[str, Any]:
+        """How every connection of the pool is made, whatever finds the node."""
+        return {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
             # A pooled connection that died with a restarted server gets one new try; a
             # timeout none (the circuit breaker decides when to try again).
-            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
-            max_connections=max_connections,
-            health_check_interval=0,
-            redis_connect_func=self._on_connect,
-        )
-        self._guard: tuple[str, str, Callable[[], bytes], int] | None = None
+            "retry": Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+            "max_connections": max_connections,
+            "health_check_interval": 0,
+            "redis_connect_func": self._on_connect,
+        }
 
     @classmethod
     def from_client(cls, client: Any) -> RedisBackend:
@@ -43,6 +48,19 @@ class RedisBackend(Backend):
         backend.client = client
         backend._guard = None
         return backend
+
+    def pubsub_client(self, *, timeout: float, connect_timeout: float) -> aioredis.Redis:
+        """A new client on the node that takes writes now, for one invalidation listener
+        (made again after every loss, so that it follows the master)."""
+        return aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+            health_check_interval=0,
+        )
+
+    async def describe(self) -> dict[str, Any]:
+        return {"redis_topology": "single"}
 
     def guard_restarts(
         self, marker: str, epoch: str, generation: Callable[[], bytes], ttl_ms: int
@@ -55,6 +73,7 @@ class RedisBackend(Backend):
 
     async def _on_connect(self, connection: Any) -> None:
         await connection.on_connect()
+        await self._check(connection)
         if self._guard is None:
             return
         marker, epoch, generation, ttl_ms = self._guard
@@ -74,6 +93,9 @@ class RedisBackend(Backend):
             await connection.read_response()
             await connection.send_command("SET", marker, run_id)
             await connection.read_response()
+
+    async def _check(self, connection: Any) -> None:
+        """Before a new connection serves anything: is it on a node we may use?"""
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
