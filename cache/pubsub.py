@@ -77,11 +77,16 @@ class Subscriber:
             self._task = asyncio.create_task(self._run(), name="cache-invalidations")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._task is None:
+            return
+        task, self._task = self._task, None
+        # Cancelled until it is done: a cancellation that lands while redis-py waits for a
+        # reply is sometimes swallowed there, and the listener would go on listening.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _run(self) -> None:
         pause = 0.05
