@@ -102,7 +102,7 @@ class RedisBackend(Backend):
             # decode_responses is off: values are bytes or None.
             return cast(list[bytes | None], await self.client.mget(keys))
         except (RedisError, OSError) as exc:
-            raise BackendError(f"MGET failed: {exc!r}") from exc
+            raise BackendError(f"MGET failed: {_text(exc)}") from exc
 
     async def set_many(
         self,
@@ -120,7 +120,7 @@ class RedisBackend(Backend):
                     pipe.publish(*publish)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise BackendError(f"SET pipeline failed: {exc!r}") from exc
+            raise BackendError(f"SET pipeline failed: {_text(exc)}") from exc
 
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
         try:
@@ -129,7 +129,7 @@ class RedisBackend(Backend):
                     pipe.set(key, value, px=ttl_ms, nx=True, get=True)
                 previous = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise BackendError(f"SET NX GET failed: {exc!r}") from exc
+            raise BackendError(f"SET NX GET failed: {_text(exc)}") from exc
         return [
             old if old is not None else new
             for old, (_, new, _) in zip(previous, items, strict=True)
@@ -142,7 +142,7 @@ class RedisBackend(Backend):
                     pipe.set(key, token, px=ttl_ms, nx=True)
                 return [bool(taken) for taken in await pipe.execute()]
         except (RedisError, OSError) as exc:
-            raise BackendError(f"lease failed: {exc!r}") from exc
+            raise BackendError(f"lease failed: {_text(exc)}") from exc
 
     async def delete(self, keys: Sequence[str]) -> None:
         if not keys:
@@ -150,7 +150,7 @@ class RedisBackend(Backend):
         try:
             await self.client.unlink(*keys)
         except (RedisError, OSError) as exc:
-            raise BackendError(f"UNLINK failed: {exc!r}") from exc
+            raise BackendError(f"UNLINK failed: {_text(exc)}") from exc
 
     async def clear(self, pattern: str) -> int:
         # Admin only: SCAN never runs on a read or a mutation path.
@@ -165,7 +165,7 @@ class RedisBackend(Backend):
             if batch:
                 removed += await self.client.unlink(*batch)
         except (RedisError, OSError) as exc:
-            raise BackendError(f"clear failed: {exc!r}") from exc
+            raise BackendError(f"clear failed: {_text(exc)}") from exc
         return removed
 
     async def count(self, prefix: str, limit: int) -> int:
@@ -176,23 +176,28 @@ class RedisBackend(Backend):
                 if found >= limit:
                     break
         except (RedisError, OSError) as exc:
-            raise BackendError(f"count failed: {exc!r}") from exc
+            raise BackendError(f"count failed: {_text(exc)}") from exc
         return found
 
     async def publish(self, channel: str, message: bytes) -> int:
         try:
             return int(await self.client.publish(channel, message))
         except (RedisError, OSError) as exc:
-            raise BackendError(f"PUBLISH failed: {exc!r}") from exc
+            raise BackendError(f"PUBLISH failed: {_text(exc)}") from exc
 
     async def ping(self) -> None:
         try:
             await self.client.ping()
         except (RedisError, OSError) as exc:
-            raise BackendError(f"PING failed: {exc!r}") from exc
+            raise BackendError(f"PING failed: {_text(exc)}") from exc
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _text(exc: BaseException) -> str:
+    """The error's class and message: redis-py 8's repr of its errors drops the message."""
+    return f"{type(exc).__name__}({exc})"
 
 
 def _literal(prefix: str) -> str:
