@@ -18,7 +18,7 @@ import pytest
 from redis import asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from cache import Cache
+from cache import BackendError, Cache
 from cache.backends import backend_for
 from graph.app import create_app
 from graph.settings import Settings
@@ -32,6 +32,7 @@ SERVICE = "vajra"
 STATS = "{ stats { totalThreats } }"
 INGEST = "mutation($t: [ThreatInput!]!) { ingestThreats(threats: $t) { inserted } }"
 FAILOVER = 20.0  # seconds a failover may take, as the cache sees it
+QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]  # a replica in sync at once, not in 5 s
 
 
 @dataclass
@@ -74,11 +75,12 @@ async def group(tmp_path: Path) -> AsyncIterator[Group]:
         _unavailable("redis-server is not on PATH", "install Redis")
     started: list[RedisServer] = []
     try:
-        master = RedisServer(directory(tmp_path / "master"))
+        master = RedisServer(directory(tmp_path / "master"), extra=QUICK_SYNC)
         started.append(master)
         master.start()
         replica = RedisServer(
-            directory(tmp_path / "replica"), extra=["--replicaof", "127.0.0.1", str(master.port)]
+            directory(tmp_path / "replica"),
+            extra=[*QUICK_SYNC, "--replicaof", "127.0.0.1", str(master.port)],
         )
         started.append(replica)
         replica.start()
@@ -248,3 +250,26 @@ async def test_a_failover_loses_nothing_and_the_cache_follows_the_new_master(
             # The restart guard ran on the new master's connections: they saw its run_id.
             run_id = (await c.info("server"))["run_id"].encode()
             assert await c.get("s:run") == run_id
+
+
+async def test_a_master_demoted_behind_the_sentinels_back_is_refused(
+    group: Group, tmp_path: Path
+) -> None:
+    elsewhere = RedisServer(directory(tmp_path / "elsewhere"))
+    elsewhere.start()
+    backend = backend_for(group.url)
+    fresh = backend_for(group.url)
+    try:
+        await backend.set_many([("k", b"v", 60_000)])
+        async with client(group.master) as master:
+            await master.execute_command("REPLICAOF", "127.0.0.1", str(elsewhere.port))
+        # The Sentinels still name it for a while: a write is refused (READONLY), and a
+        # new connection is refused too (ROLE), both as the cache's own error.
+        with pytest.raises(BackendError):
+            await backend.set_many([("k", b"w", 60_000)])
+        with pytest.raises(BackendError, match="is not the master"):
+            await fresh.get_many(["k"])
+    finally:
+        await backend.close()
+        await fresh.close()
+        elsewhere.stop()

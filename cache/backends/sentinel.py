@@ -21,8 +21,6 @@ from cache.backends.urls import SentinelUrl, parse_redis_url
 class SentinelBackend(RedisBackend):
     """`redis+sentinel://[[user]:password@]host:port[,host:port...]/service[?db=N&...]`."""
 
-    name = "redis"
-
     def __init__(self, url: str, *, timeout: float = 0.1, max_connections: int = 64) -> None:
         target = parse_redis_url(url)
         if not isinstance(target, SentinelUrl):
@@ -30,7 +28,6 @@ class SentinelBackend(RedisBackend):
         self.url = url
         self.target = target
         self._guard = None
-        self._timeout = timeout
         self.sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(target.sentinels),
             sentinel_kwargs={
