@@ -394,7 +394,7 @@ class Cache:
             return
         if isinstance(self.backend, RedisBackend) and self._subscriber is None:
             self._subscriber = Subscriber(
-                self.backend.url,
+                self.backend.pubsub_client,
                 self.channel,
                 on_tags=self.drop_local,
                 on_epoch=self._heard_epoch,

@@ -24,7 +24,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis import asyncio as aioredis
@@ -35,8 +35,16 @@ logger = logging.getLogger("vajra.cache")
 RECONNECT_AFTER = 4  # windows of silence before the connection is given up
 
 
+class ClientFactory(Protocol):
+    """Makes a new client on the node that takes writes now (after a failover, the new
+    master): `RedisBackend.pubsub_client`."""
+
+    def __call__(self, *, timeout: float, connect_timeout: float) -> aioredis.Redis: ...
+
+
 class Subscriber:
-    """Listens on `channel` in a task of its own, reconnecting with backoff.
+    """Listens on `channel` in a task of its own, reconnecting with backoff, each time with a
+    new client from `connect`.
 
     Messages are `{"t": [tags]}` (`on_tags`) or `{"epoch": true}`: another process changed
     the epoch (`on_epoch`), each with the `id` and reply channel `r` that `message()` adds;
@@ -46,7 +54,7 @@ class Subscriber:
 
     def __init__(
         self,
-        url: str,
+        connect: ClientFactory,
         channel: str,
         *,
         on_tags: Callable[[list[str]], None],
@@ -56,7 +64,7 @@ class Subscriber:
         ack: Callable[[str, bytes], Awaitable[None]],
         window: float = 0.5,
     ) -> None:
-        self.url = url
+        self._connect = connect
         self.channel = channel
         self._on_tags = on_tags
         self._on_epoch = on_epoch
@@ -116,23 +124,25 @@ class Subscriber:
                 waiting[2].set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._task is None:
+            return
+        task, self._task = self._task, None
+        # Cancelled until it is done: a cancellation that lands while redis-py waits for a
+        # reply is sometimes swallowed there, and the listener would go on listening.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _run(self) -> None:
         pause = 0.05
         while True:
-            client = aioredis.Redis.from_url(
-                self.url,
-                socket_connect_timeout=0.5,
-                socket_timeout=RECONNECT_AFTER * self.window,
-                health_check_interval=0,
-            )
-            pubsub = client.pubsub()
+            client: aioredis.Redis | None = None
+            pubsub: Any = None
             try:
+                client = self._connect(timeout=RECONNECT_AFTER * self.window, connect_timeout=0.5)
+                pubsub = client.pubsub()
                 await self._subscribe(pubsub)
                 pause = 0.05
                 await self._listen(pubsub)
@@ -144,8 +154,10 @@ class Subscriber:
                 pause = min(pause * 2, 1.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                    await client.aclose()
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                    if client is not None:
+                        await client.aclose()
 
     async def _subscribe(self, pubsub: Any) -> None:
         await pubsub.subscribe(self.channel, self.reply)

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from cache import Cache, RedisBackend
-from cache.backends import MemoryBackend
+from cache import Cache
+from cache.backends import MemoryBackend, backend_for
 from cache.keys import fingerprint
 from cache.operation import OperationCache
 from graph.admin import cache_stats_dict, clear_cache
@@ -35,13 +35,14 @@ CODEC_VERSION = "1"
 
 
 def build_cache(settings: Settings, db: Database) -> Cache | None:
-    """The process's cache: Redis behind a breaker, an in-process LRU standing in, and the
-    epoch kept in the database it caches."""
+    """The process's cache: Redis (one node or a Sentinel group, as REDIS_URL says) behind a
+    breaker, an in-process LRU standing in, and the epoch kept in the database it caches.
+    A REDIS_URL of a form not supported fails here, at startup (ValueError)."""
     if not settings.cache_enabled:
         return None
     timeout = settings.cache_timeout_ms / 1000
     return Cache(
-        RedisBackend(settings.redis_url, timeout=timeout),
+        backend_for(settings.redis_url, timeout=timeout),
         namespace=settings.cache_namespace,
         schema_version=fingerprint(schema.as_str() + CODEC_VERSION),
         # Off by default: a process that is not alone cannot hear, while Redis is away, what
@@ -150,6 +151,8 @@ def create_app(
             "database": "ok",
             "redis_cache": await current.status() if current is not None else "disabled",
         }
+        if current is not None and current.backend is not None:
+            body.update(await current.backend.describe())
         try:
             await database.ping()
         except Exception:  # any failure to answer is "down", never a 500

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -21,22 +22,27 @@ def free_port() -> int:
 class RedisServer:
     """`start()`, `kill()` (SIGKILL), `pause()` (SIGSTOP), `resume()` (SIGCONT), `restart()`."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None, extra: Sequence[str] = ()) -> None:
         self.binary = shutil.which("redis-server")
         self.port = port or free_port()
         self.directory = directory
+        self.extra = list(extra)  # more arguments, e.g. ["--replicaof", "127.0.0.1", "6390"]
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def arguments(self) -> list[str]:
         assert self.binary is not None, "redis-server is not on PATH"
-        args = [
+        return [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no",
+            *self.extra,
         ]  # fmt: skip
+
+    def start(self) -> None:
+        args = self.arguments()
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -73,3 +79,27 @@ class RedisServer:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGCONT)
             self.kill()
+
+
+class SentinelServer(RedisServer):
+    """A Sentinel watching `service` on the master at `master_port`, in `directory` (which
+    must be its own: Sentinel rewrites its configuration file)."""
+
+    def __init__(
+        self, directory: Path, service: str, master_port: int, port: int | None = None
+    ) -> None:
+        super().__init__(directory, port)
+        self.service = service
+        self.master_port = master_port
+
+    def arguments(self) -> list[str]:
+        assert self.binary is not None, "redis-server is not on PATH"
+        conf = self.directory / "sentinel.conf"
+        if not conf.exists():
+            conf.write_text(
+                f"port {self.port}\nbind 127.0.0.1\ndaemonize no\ndir {self.directory}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.master_port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 1000\n"
+                f"sentinel failover-timeout {self.service} 5000\n"
+            )
+        return [self.binary, str(conf), "--sentinel"]

@@ -1,7 +1,27 @@
-"""Where entries and tag generations live: Redis, or this process's memory."""
+"""Where entries and tag generations live: Redis (one node, or the master Sentinel names),
+or this process's memory."""
 
 from cache.backends.base import Backend
 from cache.backends.memory import MemoryBackend
 from cache.backends.redis import RedisBackend
+from cache.backends.sentinel import SentinelBackend
+from cache.backends.urls import SentinelUrl, SingleUrl, parse_redis_url
 
-__all__ = ["Backend", "MemoryBackend", "RedisBackend"]
+__all__ = [
+    "Backend",
+    "MemoryBackend",
+    "RedisBackend",
+    "SentinelBackend",
+    "SentinelUrl",
+    "SingleUrl",
+    "backend_for",
+    "parse_redis_url",
+]
+
+
+def backend_for(url: str, *, timeout: float = 0.1, max_connections: int = 64) -> Backend:
+    """The backend a Redis URL names (see `cache.backends.urls` for the forms); ValueError,
+    before anything connects, for a form that is not supported."""
+    if isinstance(parse_redis_url(url), SentinelUrl):
+        return SentinelBackend(url, timeout=timeout, max_connections=max_connections)
+    return RedisBackend(url, timeout=timeout, max_connections=max_connections)

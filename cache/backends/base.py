@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from typing import Any
 
 
 class Backend(abc.ABC):
@@ -51,6 +52,10 @@ class Backend(abc.ABC):
     async def publish(self, channel: str, message: bytes) -> int:
         """Send `message` to the listeners of `channel`; how many received it."""
         return 0
+
+    async def describe(self) -> dict[str, Any]:
+        """Where the data lives, for a health check; never raises."""
+        return {}
 
     async def close(self) -> None:  # noqa: B027  (optional hook)
         """Release connections."""

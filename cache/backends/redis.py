@@ -22,18 +22,23 @@ class RedisBackend(Backend):
 
     def __init__(self, url: str, *, timeout: float = 0.1, max_connections: int = 64) -> None:
         self.url = url
+        self._guard: tuple[str, str, Callable[[], bytes], int] | None = None
         self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
+            url, **self._options(timeout, max_connections)
+        )
+
+    def _options(self, timeout: float, max_connections: int) -> dict[str, Any]:
+        """How every connection of the pool is made, whatever finds the node."""
+        return {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
             # A pooled connection that died with a restarted server gets one new try; a
             # timeout none (the circuit breaker decides when to try again).
-            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
-            max_connections=max_connections,
-            health_check_interval=0,
-            redis_connect_func=self._on_connect,
-        )
-        self._guard: tuple[str, str, Callable[[], bytes], int] | None = None
+            "retry": Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
+            "max_connections": max_connections,
+            "health_check_interval": 0,
+            "redis_connect_func": self._on_connect,
+        }
 
     @classmethod
     def from_client(cls, client: Any) -> RedisBackend:
@@ -43,6 +48,19 @@ class RedisBackend(Backend):
         backend.client = client
         backend._guard = None
         return backend
+
+    def pubsub_client(self, *, timeout: float, connect_timeout: float) -> aioredis.Redis:
+        """A new client on the node that takes writes now, for one invalidation listener
+        (made again after every loss, so that it follows the master)."""
+        return aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+            health_check_interval=0,
+        )
+
+    async def describe(self) -> dict[str, Any]:
+        return {"redis_topology": "single"}
 
     def guard_restarts(
         self, marker: str, epoch: str, generation: Callable[[], bytes], ttl_ms: int
@@ -55,6 +73,7 @@ class RedisBackend(Backend):
 
     async def _on_connect(self, connection: Any) -> None:
         await connection.on_connect()
+        await self._check(connection)
         if self._guard is None:
             return
         marker, epoch, generation, ttl_ms = self._guard
@@ -75,12 +94,15 @@ class RedisBackend(Backend):
             await connection.send_command("SET", marker, run_id)
             await connection.read_response()
 
+    async def _check(self, connection: Any) -> None:
+        """Before a new connection serves anything: is it on a node we may use?"""
+
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
             # decode_responses is off: values are bytes or None.
             return cast(list[bytes | None], await self.client.mget(keys))
         except (RedisError, OSError) as exc:
-            raise BackendError(f"MGET failed: {exc!r}") from exc
+            raise BackendError(f"MGET failed: {_text(exc)}") from exc
 
     async def set_many(
         self,
@@ -98,7 +120,7 @@ class RedisBackend(Backend):
                     pipe.publish(*publish)
                 results = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise BackendError(f"SET pipeline failed: {exc!r}") from exc
+            raise BackendError(f"SET pipeline failed: {_text(exc)}") from exc
         return int(results[-1]) if publish is not None else 0
 
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
@@ -108,7 +130,7 @@ class RedisBackend(Backend):
                     pipe.set(key, value, px=ttl_ms, nx=True, get=True)
                 previous = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise BackendError(f"SET NX GET failed: {exc!r}") from exc
+            raise BackendError(f"SET NX GET failed: {_text(exc)}") from exc
         return [
             old if old is not None else new
             for old, (_, new, _) in zip(previous, items, strict=True)
@@ -121,7 +143,7 @@ class RedisBackend(Backend):
                     pipe.set(key, token, px=ttl_ms, nx=True)
                 return [bool(taken) for taken in await pipe.execute()]
         except (RedisError, OSError) as exc:
-            raise BackendError(f"lease failed: {exc!r}") from exc
+            raise BackendError(f"lease failed: {_text(exc)}") from exc
 
     async def delete(self, keys: Sequence[str]) -> None:
         if not keys:
@@ -129,7 +151,7 @@ class RedisBackend(Backend):
         try:
             await self.client.unlink(*keys)
         except (RedisError, OSError) as exc:
-            raise BackendError(f"UNLINK failed: {exc!r}") from exc
+            raise BackendError(f"UNLINK failed: {_text(exc)}") from exc
 
     async def clear(self, pattern: str) -> int:
         # Admin only: SCAN never runs on a read or a mutation path.
@@ -144,7 +166,7 @@ class RedisBackend(Backend):
             if batch:
                 removed += await self.client.unlink(*batch)
         except (RedisError, OSError) as exc:
-            raise BackendError(f"clear failed: {exc!r}") from exc
+            raise BackendError(f"clear failed: {_text(exc)}") from exc
         return removed
 
     async def count(self, prefix: str, limit: int) -> int:
@@ -155,23 +177,28 @@ class RedisBackend(Backend):
                 if found >= limit:
                     break
         except (RedisError, OSError) as exc:
-            raise BackendError(f"count failed: {exc!r}") from exc
+            raise BackendError(f"count failed: {_text(exc)}") from exc
         return found
 
     async def publish(self, channel: str, message: bytes) -> int:
         try:
             return int(await self.client.publish(channel, message))
         except (RedisError, OSError) as exc:
-            raise BackendError(f"PUBLISH failed: {exc!r}") from exc
+            raise BackendError(f"PUBLISH failed: {_text(exc)}") from exc
 
     async def ping(self) -> None:
         try:
             await self.client.ping()
         except (RedisError, OSError) as exc:
-            raise BackendError(f"PING failed: {exc!r}") from exc
+            raise BackendError(f"PING failed: {_text(exc)}") from exc
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _text(exc: BaseException) -> str:
+    """The error's class and message: redis-py 8's repr of its errors drops the message."""
+    return f"{type(exc).__name__}({exc})"
 
 
 def _literal(prefix: str) -> str:
