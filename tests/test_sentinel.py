@@ -25,12 +25,11 @@ from graph.settings import Settings
 from resolvers.store import Database
 from tests.conftest import CRAWLER, _unavailable, add, threat_input
 from tests.redis_server import RedisServer, SentinelServer
+from tests.test_trust import Process as TrustProcess
 
 pytestmark = pytest.mark.redis
 
 SERVICE = "vajra"
-STATS = "{ stats { totalThreats } }"
-INGEST = "mutation($t: [ThreatInput!]!) { ingestThreats(threats: $t) { inserted } }"
 FAILOVER = 20.0  # seconds a failover may take, as the cache sees it
 QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]  # a replica in sync at once, not in 5 s
 
@@ -115,35 +114,8 @@ async def group(tmp_path: Path) -> AsyncIterator[Group]:
             server.stop()
 
 
-@dataclass
-class Process:
-    """One server process, in this one: its cache and an HTTP client on its app."""
-
-    cache: Cache
-    http: httpx.AsyncClient
-
-    async def total(self) -> tuple[int, str | None]:
-        response = await self.http.post("/graphql", json={"query": STATS})
-        assert response.status_code == 200, response.text
-        body = response.json()
-        assert "errors" not in body, body
-        return body["data"]["stats"]["totalThreats"], response.headers.get("x-cache")
-
-    async def ingest(self, n: int) -> None:
-        threat = {
-            "source": "nvd",
-            "externalId": f"CVE-2026-{9000 + n}",
-            "title": f"Flaw {n}",
-            "severity": "HIGH",
-            "category": "vulnerability",
-            "publishedAt": "2026-03-14T10:00:00Z",
-        }
-        response = await self.http.post(
-            "/graphql",
-            json={"query": INGEST, "variables": {"t": [threat]}},
-            headers={"Authorization": f"Bearer {CRAWLER}"},
-        )
-        assert response.json() == {"data": {"ingestThreats": {"inserted": 1}}}, response.text
+class Process(TrustProcess):
+    """A server process in this one (see tests/test_trust.py), on a Sentinel group."""
 
     async def warm(self, expected: int) -> None:
         """Read until this process answers `expected` from its local tier."""
