@@ -101,7 +101,6 @@ class Cache:
             stats=self.stats,
         )
         self.breaker = self.trust.breaker
-        self.poll = poll
         self.max_age = dict(max_age or {})
         self.lease_ms = lease_ms
         self.clock = clock
@@ -111,7 +110,6 @@ class Cache:
             self.local.distrust()
         self.local_epoch = 0
         self._subscriber: Subscriber | None = None
-        self._poller: asyncio.Task[None] | None = None
         self._reads: TickBatcher[list[str], _Read] = TickBatcher(self._read)
         self._writes: TickBatcher[tuple[str, bytes, int] | str, None] = TickBatcher(self._write)
         self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
@@ -407,8 +405,7 @@ class Cache:
             self.trust.message = self._subscriber.message
             self.trust.confirm = self._subscriber.confirmed
             self._subscriber.start()
-        if self._poller is None and self.poll > 0:
-            self._poller = asyncio.create_task(self._poll(), name="cache-epoch-poll")
+        self.trust.start_polling()
 
     async def _ack(self, reply: str, message: bytes) -> None:
         if self.backend is not None:
@@ -419,19 +416,7 @@ class Cache:
         self.drop_local(["*"])
         self.trust.heard_announcement()
 
-    async def _poll(self) -> None:
-        """Read the epoch every `poll` seconds: writes nobody announced are seen within it."""
-        while True:
-            await asyncio.sleep(self.poll)
-            await self.trust.read()
-            await self.trust.retry()
-
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
         if self._subscriber is not None:
             await self._subscriber.stop()
         await self.trust.close()

@@ -97,6 +97,7 @@ class Trust:
         self._next: asyncio.Future[str | None] | None = None  # the one after it
         self._known: str | None = None  # the last epoch read (kept while `epoch` is unknown)
         self._retrying = False
+        self._poller: asyncio.Task[None] | None = None
         self._tickets = 0
         self._adopted = 0
         self._shared = _Reported(backend, self) if backend is not None else None
@@ -293,8 +294,19 @@ class Trust:
         with contextlib.suppress(BackendError):
             await self.backend.set_many([(self.epoch_key, new_generation(), GENERATION_TTL_MS)])
 
+    def start_polling(self) -> None:
+        """Read the epoch every `poll` seconds (needs a running event loop)."""
+        if self._poller is None and self.poll > 0:
+            self._poller = asyncio.create_task(self._poll(), name="cache-epoch-poll")
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll)
+            await self.read()
+            await self.retry()
+
     async def close(self) -> None:
-        for pending in (self._next, self._refresh):
+        for pending in (self._poller, self._next, self._refresh):
             if pending is not None:
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
