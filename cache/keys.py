@@ -76,7 +76,12 @@ def fingerprint(text: str) -> str:
 class KeySpace:
     """Where this application's keys live: entries under `namespace:e:version:epoch:`, tag
     generations under `namespace:g:`, so no entry pattern can ever match a generation. The
-    epoch (see `cache.epoch`) is the data's: a new one makes every older entry unreachable."""
+    epoch (see `cache.epoch`) is the data's: a new one makes every older entry unreachable.
+
+    Generations, the restart marker and the invalidation channel carry the hash tag
+    `{namespace}`: on Redis Cluster they share one slot, so an invalidation is one pipeline
+    to one node and its message is published (sharded) on that node too. Entries have no
+    tag of ours and spread over the cluster. On one node the braces change nothing."""
 
     namespace: str
     version: str
@@ -122,7 +127,23 @@ class KeySpace:
         # Generations outlive schema versions: a tag bumped once is stale for every version.
         if len(tag) > MAX_ARGS_LENGTH:
             tag = "#" + hashlib.sha256(tag.encode()).hexdigest()[:32]
-        return f"{self.namespace}:g:{tag}"
+        return f"{self.namespace}:g:{self.shard}:{tag}"
+
+    @property
+    def shard(self) -> str:
+        """The hash tag of the keys that must live together (see the class docstring)."""
+        return "{" + self.namespace + "}"
+
+    @property
+    def run_marker(self) -> str:
+        """The run id of the Redis server that holds the generations (see `guard_restarts`)."""
+        return f"{self.namespace}:run:{self.shard}"
+
+    @property
+    def channel(self) -> str:
+        """Where invalidations are announced; acknowledgements come back on channels named
+        after it, so in the same slot."""
+        return f"{self.namespace}:invalidations:{self.shard}"
 
     def lease(self, entry_key: str, generations: tuple[bytes, ...]) -> str:
         digest = hashlib.sha256(b"|".join(generations)).hexdigest()[:12]

@@ -84,9 +84,9 @@ class Cache:
         self.keys = KeySpace(namespace, schema_version)
         if isinstance(backend, RedisBackend):
             backend.guard_restarts(
-                f"{namespace}:run", self.keys.generation("*"), new_generation, GENERATION_TTL_MS
+                self.keys.run_marker, self.keys.generation("*"), new_generation, GENERATION_TTL_MS
             )
-        self.channel = f"{namespace}:invalidations"
+        self.channel = self.keys.channel
         self.stats = CacheStats()
         self.trust = Trust(
             backend,
@@ -400,6 +400,7 @@ class Cache:
                 on_lost=self._lost_channel,
                 ack=self._ack,
                 window=self.trust.window,
+                sharded=self.backend.sharded_pubsub,
             )
             self.trust.listening = self.local.live = self._subscriber.live
             self.trust.message = self._subscriber.message

@@ -37,9 +37,11 @@ RECONNECT_AFTER = 4  # windows of silence before the connection is given up
 
 class ClientFactory(Protocol):
     """Makes a new client on the node that takes writes now (after a failover, the new
-    master): `RedisBackend.pubsub_client`."""
+    master; on a cluster, the master of the channel's slot): `RedisBackend.pubsub_client`."""
 
-    def __call__(self, *, timeout: float, connect_timeout: float) -> aioredis.Redis: ...
+    async def __call__(
+        self, channel: str, *, read_timeout: float, connect_timeout: float
+    ) -> aioredis.Redis: ...
 
 
 class Subscriber:
@@ -50,7 +52,10 @@ class Subscriber:
     the epoch (`on_epoch`), each with the `id` and reply channel `r` that `message()` adds;
     `ack(reply, id)` sends the acknowledgement. `on_ready` runs after every (re)subscription
     and every silence longer than `window`, before the listener counts as live; it returns
-    False when it could not make the process ready (then the listener tries again)."""
+    False when it could not make the process ready (then the listener tries again).
+
+    `sharded`: SSUBSCRIBE instead of SUBSCRIBE (Redis Cluster, where both channels share
+    one slot). Losing the slot (a failover, a reshard) unsubscribes us: that is a loss."""
 
     def __init__(
         self,
@@ -63,8 +68,10 @@ class Subscriber:
         on_lost: Callable[[], None],
         ack: Callable[[str, bytes], Awaitable[None]],
         window: float = 0.5,
+        sharded: bool = False,
     ) -> None:
         self._connect = connect
+        self.sharded = sharded
         self.channel = channel
         self._on_tags = on_tags
         self._on_epoch = on_epoch
@@ -141,7 +148,9 @@ class Subscriber:
             client: aioredis.Redis | None = None
             pubsub: Any = None
             try:
-                client = self._connect(timeout=RECONNECT_AFTER * self.window, connect_timeout=0.5)
+                client = await self._connect(
+                    self.channel, read_timeout=RECONNECT_AFTER * self.window, connect_timeout=0.5
+                )
                 pubsub = client.pubsub()
                 await self._subscribe(pubsub)
                 pause = 0.05
@@ -160,12 +169,15 @@ class Subscriber:
                         await client.aclose()
 
     async def _subscribe(self, pubsub: Any) -> None:
-        await pubsub.subscribe(self.channel, self.reply)
+        if self.sharded:
+            await pubsub.ssubscribe(self.channel, self.reply)
+        else:
+            await pubsub.subscribe(self.channel, self.reply)
         deadline = time.monotonic() + RECONNECT_AFTER * self.window
         confirmed = 0
         while confirmed < 2:  # only once both are confirmed does any message count
             message = await pubsub.get_message(timeout=self.heartbeat)
-            if message is not None and message["type"] == "subscribe":
+            if message is not None and message["type"] in ("subscribe", "ssubscribe"):
                 confirmed += 1
             if time.monotonic() > deadline:
                 raise TimeoutError("no confirmation of the subscription")
@@ -185,9 +197,7 @@ class Subscriber:
             if now - pinged >= self.heartbeat:
                 await pubsub.ping()
                 pinged = now
-            message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=self.heartbeat
-            )
+            message = await pubsub.get_message(timeout=self.heartbeat)
             now = time.monotonic()
             if message is None:
                 if now - self._heard > RECONNECT_AFTER * self.window:
@@ -199,8 +209,12 @@ class Subscriber:
                 self._heard = now
                 await self._ready()
             self._heard = now
-            if message["type"] == "message":
+            kind = message["type"]
+            if kind in ("message", "smessage"):
                 self._dispatch(message["channel"], orjson.loads(message["data"]))
+            elif kind in ("unsubscribe", "sunsubscribe"):
+                # The server dropped us (a shard channel's slot moved): listen elsewhere.
+                raise ConnectionError(f"unsubscribed from {message['channel']!r} by the server")
 
     def _dispatch(self, channel: bytes, payload: Any) -> None:
         if not isinstance(payload, dict):

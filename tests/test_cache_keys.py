@@ -329,9 +329,9 @@ def test_generation_keys_do_not_depend_on_the_schema_version(tag: str, namespace
     assert len(generations) == 1
     key = generations.pop()
     if len(tag) <= MAX_ARGS_LENGTH:
-        assert key == f"{namespace}:g:{tag}"
+        assert key == f"{namespace}:g:{{{namespace}}}:{tag}"
     else:
-        assert re.fullmatch(rf"{namespace}:g:#[0-9a-f]{{32}}", key)
+        assert re.fullmatch(rf"{namespace}:g:\{{{namespace}\}}:#[0-9a-f]{{32}}", key)
     assert len(key) < BOUND
     assert KeySpace("elsewhere", "1").generation(tag) != key
     assert KEYS.generation(tag + "x") != KEYS.generation(tag)

@@ -1,10 +1,12 @@
-"""REDIS_URL forms: one node, Sentinel, and Cluster (recognised, refused for now)."""
+"""REDIS_URL forms: one node, Sentinel and Cluster."""
 
 from __future__ import annotations
 
 import pytest
 
 from cache.backends import (
+    ClusterBackend,
+    ClusterUrl,
     RedisBackend,
     SentinelBackend,
     SentinelUrl,
@@ -65,17 +67,18 @@ def test_passwords_stay_out_of_reprs() -> None:
     assert "watch" not in repr(parsed)
 
 
-@pytest.mark.parametrize("scheme", ["redis+cluster", "rediss+cluster"])
-def test_a_cluster_url_is_refused_in_one_line(scheme: str) -> None:
-    with pytest.raises(ValueError, match="Cluster support is not built yet") as caught:
-        backend_for(f"{scheme}://10.0.0.1:7000,10.0.0.2:7001")
-    assert "\n" not in str(caught.value)
+def test_a_cluster_url_names_its_seed_nodes() -> None:
+    assert parse_redis_url("redis+cluster://10.0.0.1:7000,10.0.0.2,[::1]:7002") == ClusterUrl(
+        nodes=(("10.0.0.1", 7000), ("10.0.0.2", 6379), ("::1", 7002))
+    )
+    tls = parse_redis_url("rediss+cluster://app:p%40ss@cache.example:7000/")
+    assert tls == ClusterUrl((("cache.example", 7000),), True, "app", "p@ss")
+    assert "p@ss" not in repr(tls)
 
 
-def test_the_server_refuses_a_cluster_url_at_startup(sqlite_db: Database) -> None:
+def test_the_server_builds_a_cluster_cache_from_the_url(sqlite_db: Database) -> None:
     settings = Settings(REDIS_URL="redis+cluster://127.0.0.1:7000", DATABASE_URL=sqlite_db.url)
-    with pytest.raises(ValueError, match="Cluster support is not built yet"):
-        build_cache(settings, sqlite_db)
+    assert isinstance(build_cache(settings, sqlite_db).backend, ClusterBackend)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +94,10 @@ def test_the_server_refuses_a_cluster_url_at_startup(sqlite_db: Database) -> Non
         ("redis+sentinel://h:26379,/vajra", "has no host"),
         ("redis+sentinel://h:port/vajra", "bad port"),
         ("redis+sentinel://h:70000/vajra", "bad port"),
-        ("redis+sentinel://[::1/vajra", "bad Sentinel address"),
+        ("redis+sentinel://[::1/vajra", "bad address"),
+        ("redis+cluster://h:7000/0", "only seed nodes"),
+        ("redis+cluster://h:7000?timeout=1", "only seed nodes"),
+        ("redis+cluster://h:7000,", "has no host"),
         ("redis+sentinel://h/vajra?db=x", "db must be a number"),
         ("redis+sentinel://h/vajra?db=-1", "db must be a number"),
         ("redis+sentinel://h/vajra?timeout=1", r"unknown redis\+sentinel:// option 'timeout'"),
@@ -114,9 +120,16 @@ def test_an_error_message_never_shows_a_password() -> None:
 async def test_the_factory_picks_the_backend_the_url_names() -> None:
     single = backend_for("redis://127.0.0.1:1/0", timeout=0.05)
     sentinel = backend_for("redis+sentinel://127.0.0.1:1/vajra", timeout=0.05)
+    cluster = backend_for("redis+cluster://127.0.0.1:1", timeout=0.05)
     try:
         assert type(single) is RedisBackend
         assert isinstance(sentinel, SentinelBackend)
+        assert isinstance(cluster, ClusterBackend)
+        assert await cluster.describe() == {
+            "redis_topology": "cluster",
+            "redis_nodes": 0,
+            "redis_replicas": 0,
+        }
         assert await single.describe() == {"redis_topology": "single"}
         # Nothing listens there: the master is unknown, and saying so is not an error.
         assert await sentinel.describe() == {
@@ -127,3 +140,4 @@ async def test_the_factory_picks_the_backend_the_url_names() -> None:
     finally:
         await single.close()
         await sentinel.close()
+        await cluster.close()

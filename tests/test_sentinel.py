@@ -206,7 +206,7 @@ async def test_a_failover_loses_nothing_and_the_cache_follows_the_new_master(
             async def both_listen_on_the_new_master() -> bool:
                 for p in (a, b):
                     assert (await p.total())[0] == 2
-                numsub = await c.pubsub_numsub("s:invalidations")
+                numsub = await c.pubsub_numsub("s:invalidations:{s}")
                 return bool(numsub[0][1] == 2)
 
             await until("both listeners on the new master", both_listen_on_the_new_master)
@@ -227,7 +227,7 @@ async def test_a_failover_loses_nothing_and_the_cache_follows_the_new_master(
                 assert after[command]["calls"] > before[command]["calls"], command
             # The restart guard ran on the new master's connections: they saw its run_id.
             run_id = (await c.info("server"))["run_id"].encode()
-            assert await c.get("s:run") == run_id
+            assert await c.get("s:run:{s}") == run_id
 
 
 async def test_a_master_demoted_behind_the_sentinels_back_is_refused(

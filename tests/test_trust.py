@@ -162,7 +162,7 @@ async def test_a_listener_that_never_answers_delays_a_mutation_by_one_window_at_
     await add(sqlite_db, threat_input(1))
     silent = aioredis.Redis.from_url(redis_server.url)
     pubsub = silent.pubsub()
-    await pubsub.subscribe("p:invalidations")  # hears everything, acknowledges nothing
+    await pubsub.subscribe("p:invalidations:{p}")  # hears everything, acknowledges nothing
     try:
         async with process(sqlite_db, redis_server) as a:
             await listening(a)

@@ -9,16 +9,21 @@ from typing import Any, cast
 from redis import asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError, ResponseError
 
 from cache.backends.base import Backend
 from cache.exceptions import BackendError
+
+# What the driver raises: its errors, socket errors, and the cluster client's own (which are
+# not RedisErrors).
+ERRORS = (RedisError, OSError, RedisClusterException)
 
 
 class RedisBackend(Backend):
     """`redis://`, `redis://:password@host:6379/0` or `rediss://` for TLS."""
 
     name = "redis"
+    sharded_pubsub = False  # invalidations by PUBLISH/SUBSCRIBE (Cluster: SPUBLISH/SSUBSCRIBE)
 
     def __init__(self, url: str, *, timeout: float = 0.1, max_connections: int = 64) -> None:
         self.url = url
@@ -49,13 +54,15 @@ class RedisBackend(Backend):
         backend._guard = None
         return backend
 
-    def pubsub_client(self, *, timeout: float, connect_timeout: float) -> aioredis.Redis:
+    async def pubsub_client(
+        self, channel: str, *, read_timeout: float, connect_timeout: float
+    ) -> aioredis.Redis:
         """A new client on the node that takes writes now, for one invalidation listener
         (made again after every loss, so that it follows the master)."""
         return aioredis.Redis.from_url(
             self.url,
             socket_connect_timeout=connect_timeout,
-            socket_timeout=timeout,
+            socket_timeout=read_timeout,
             health_check_interval=0,
         )
 
@@ -88,7 +95,11 @@ class RedisBackend(Backend):
             b"",
         )
         await connection.send_command("GET", marker)
-        if await connection.read_response() != run_id:
+        try:
+            held = await connection.read_response()
+        except ResponseError:  # MOVED or ASK: another node of a cluster holds the marker
+            return
+        if held != run_id:
             await connection.send_command("SET", epoch, generation(), "PX", ttl_ms)
             await connection.read_response()
             await connection.send_command("SET", marker, run_id)
@@ -101,7 +112,7 @@ class RedisBackend(Backend):
         try:
             # decode_responses is off: values are bytes or None.
             return cast(list[bytes | None], await self.client.mget(keys))
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise BackendError(f"MGET failed: {_text(exc)}") from exc
 
     async def set_many(
@@ -115,11 +126,11 @@ class RedisBackend(Backend):
                 for key, value, ttl_ms in items:
                     pipe.set(key, value, px=ttl_ms)
                 if release:
-                    pipe.unlink(*release)
+                    self._queue_unlink(pipe, release)
                 if publish is not None:
-                    pipe.publish(*publish)
+                    self._queue_publish(pipe, *publish)
                 results = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise BackendError(f"SET pipeline failed: {_text(exc)}") from exc
         return int(results[-1]) if publish is not None else 0
 
@@ -129,7 +140,7 @@ class RedisBackend(Backend):
                 for key, value, ttl_ms in items:
                     pipe.set(key, value, px=ttl_ms, nx=True, get=True)
                 previous = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise BackendError(f"SET NX GET failed: {_text(exc)}") from exc
         return [
             old if old is not None else new
@@ -142,16 +153,25 @@ class RedisBackend(Backend):
                 for key, token, ttl_ms in items:
                     pipe.set(key, token, px=ttl_ms, nx=True)
                 return [bool(taken) for taken in await pipe.execute()]
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise BackendError(f"lease failed: {_text(exc)}") from exc
 
     async def delete(self, keys: Sequence[str]) -> None:
         if not keys:
             return
         try:
-            await self.client.unlink(*keys)
-        except (RedisError, OSError) as exc:
+            await self._unlink(keys)
+        except ERRORS as exc:
             raise BackendError(f"UNLINK failed: {_text(exc)}") from exc
+
+    async def _unlink(self, keys: Sequence[Any]) -> int:
+        return int(await self.client.unlink(*keys))
+
+    def _queue_unlink(self, pipe: Any, keys: Sequence[str]) -> None:
+        pipe.unlink(*keys)
+
+    def _queue_publish(self, pipe: Any, channel: str, message: bytes) -> None:
+        pipe.publish(channel, message)
 
     async def clear(self, pattern: str) -> int:
         # Admin only: SCAN never runs on a read or a mutation path.
@@ -161,11 +181,11 @@ class RedisBackend(Backend):
             async for key in self.client.scan_iter(match=pattern, count=1000):
                 batch.append(key)
                 if len(batch) >= 500:
-                    removed += await self.client.unlink(*batch)
+                    removed += await self._unlink(batch)
                     batch = []
             if batch:
-                removed += await self.client.unlink(*batch)
-        except (RedisError, OSError) as exc:
+                removed += await self._unlink(batch)
+        except ERRORS as exc:
             raise BackendError(f"clear failed: {_text(exc)}") from exc
         return removed
 
@@ -176,20 +196,23 @@ class RedisBackend(Backend):
                 found += 1
                 if found >= limit:
                     break
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise BackendError(f"count failed: {_text(exc)}") from exc
         return found
 
     async def publish(self, channel: str, message: bytes) -> int:
         try:
-            return int(await self.client.publish(channel, message))
-        except (RedisError, OSError) as exc:
+            return await self._publish(channel, message)
+        except ERRORS as exc:
             raise BackendError(f"PUBLISH failed: {_text(exc)}") from exc
+
+    async def _publish(self, channel: str, message: bytes) -> int:
+        return int(await self.client.publish(channel, message))
 
     async def ping(self) -> None:
         try:
             await self.client.ping()
-        except (RedisError, OSError) as exc:
+        except ERRORS as exc:
             raise BackendError(f"PING failed: {_text(exc)}") from exc
 
     async def close(self) -> None:

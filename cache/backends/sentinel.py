@@ -61,9 +61,11 @@ class SentinelBackend(RedisBackend):
         if not role or role[0] != b"master":
             raise ConnectionError(f"{connection.host}:{connection.port} is not the master")
 
-    def pubsub_client(self, *, timeout: float, connect_timeout: float) -> aioredis.Redis:
+    async def pubsub_client(
+        self, channel: str, *, read_timeout: float, connect_timeout: float
+    ) -> aioredis.Redis:
         return self._master(
-            socket_timeout=timeout,
+            socket_timeout=read_timeout,
             socket_connect_timeout=connect_timeout,
             health_check_interval=0,
             # The listener reconnects by itself, with its own backoff.

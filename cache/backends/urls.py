@@ -7,7 +7,9 @@
   The user and password before `@` (or `username=` / `password=` in the query) are the
   *master's*, as in a `redis://` URL; `sentinel_username=` / `sentinel_password=` are the
   *Sentinels'* own (they have none unless the Sentinels were given `requirepass`).
-- `redis+cluster://`, `rediss+cluster://`: recognised, and refused: Cluster is not built yet.
+- `redis+cluster://[[user]:password@]host[:port][,host[:port]...][/]`: a Redis Cluster,
+  found through any of those seed nodes (port 6379 by default); `rediss+cluster://` for TLS.
+  A cluster has one database: no `/db`, no query options.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote
 
 SENTINEL_PORT = 26379
+REDIS_PORT = 6379
 _SENTINEL_OPTIONS = ("db", "username", "password", "sentinel_username", "sentinel_password")
 
 
@@ -39,7 +42,17 @@ class SentinelUrl:
     sentinel_password: str | None = field(default=None, repr=False)
 
 
-def parse_redis_url(url: str) -> SingleUrl | SentinelUrl:
+@dataclass(frozen=True, slots=True)
+class ClusterUrl:
+    """A Redis Cluster, found through any of the seed `nodes`."""
+
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def parse_redis_url(url: str) -> SingleUrl | SentinelUrl | ClusterUrl:
     """The topology `url` names; ValueError, saying what is wrong, for anything else."""
     scheme, sep, _ = url.partition("://")
     scheme = scheme.lower()
@@ -48,33 +61,63 @@ def parse_redis_url(url: str) -> SingleUrl | SentinelUrl:
     if scheme in ("redis", "rediss", "unix"):
         return SingleUrl(url)
     if scheme in ("redis+cluster", "rediss+cluster"):
-        raise ValueError(
-            f"{scheme}:// is recognised but Redis Cluster support is not built yet; "
-            "use redis://, rediss:// or redis+sentinel://"
-        )
+        return _cluster(url, tls=scheme == "rediss+cluster")
     if scheme == "redis+sentinel":
         return _sentinel(url)
     if scheme == "rediss+sentinel":
         raise ValueError("rediss+sentinel:// (TLS to Sentinel) is not supported yet")
     raise ValueError(
-        f"unknown Redis URL scheme {scheme!r}: expected redis://, rediss://, unix:// "
-        "or redis+sentinel://"
+        f"unknown Redis URL scheme {scheme!r}: expected redis://, rediss://, unix://, "
+        "redis+sentinel://, redis+cluster:// or rediss+cluster://"
     )
 
 
-def _sentinel(url: str) -> SentinelUrl:
-    # By hand: urllib takes a netloc with several ports for a malformed one.
-    rest, hash_, _ = url.partition("://")[2].partition("#")
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    username: str
+    password: str | None  # None: no ':' in the userinfo
+    hosts: tuple[tuple[str, int], ...]
+    path: str
+    query: str
+
+
+def _split(url: str, default_port: int) -> _Parts:
+    """A URL with several `host:port`s: by hand, as urllib takes such a netloc for a
+    malformed one."""
+    scheme, _, rest = url.partition("://")
+    rest, hash_, _ = rest.partition("#")
     if hash_:
-        raise ValueError("a redis+sentinel:// URL takes no #fragment")
+        raise ValueError(f"a {scheme}:// URL takes no #fragment")
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
     if not at:
         userinfo = ""
     username, colon, password = userinfo.partition(":")
-    sentinels = tuple(_address(item) for item in hosts.split(","))
-    service = unquote(path)
+    return _Parts(
+        unquote(username),
+        unquote(password) if colon else None,
+        tuple(_address(item, default_port) for item in hosts.split(",")),
+        path,
+        query,
+    )
+
+
+def _cluster(url: str, *, tls: bool) -> ClusterUrl:
+    parts = _split(url, REDIS_PORT)
+    if parts.path or parts.query:
+        raise ValueError(
+            "a redis+cluster:// URL is only seed nodes, as in "
+            "redis+cluster://127.0.0.1:7000,127.0.0.1:7001 (a cluster has no /db, no options)"
+        )
+    return ClusterUrl(parts.hosts, tls, parts.username or None, parts.password or None)
+
+
+def _sentinel(url: str) -> SentinelUrl:
+    parts = _split(url, SENTINEL_PORT)
+    username, password, sentinels, query = parts.username, parts.password, parts.hosts, parts.query
+    colon = password is not None
+    service = unquote(parts.path)
     if not service or "/" in service:
         raise ValueError(
             "redis+sentinel:// needs exactly one service name as its path, as in "
@@ -98,28 +141,28 @@ def _sentinel(url: str) -> SentinelUrl:
         sentinels=sentinels,
         service=service,
         db=int(db_text),
-        username=unquote(username) or options.get("username") or None,
-        password=(unquote(password) if colon else None) or options.get("password") or None,
+        username=username or options.get("username") or None,
+        password=password or options.get("password") or None,
         sentinel_username=options.get("sentinel_username") or None,
         sentinel_password=options.get("sentinel_password") or None,
     )
 
 
-def _address(item: str) -> tuple[str, int]:
+def _address(item: str, default_port: int) -> tuple[str, int]:
     """`host`, `host:port`, `[v6]` or `[v6]:port`."""
     if item.startswith("["):
         host, bracket, rest = item[1:].partition("]")
         if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad Sentinel address {item!r}")
+            raise ValueError(f"bad address {item!r}")
         port_text = rest[1:] if rest else ""
     else:
         host, _, port_text = item.partition(":")
     if not host:
-        raise ValueError(f"a Sentinel address has no host: {item!r}")
+        raise ValueError(f"an address has no host: {item!r}")
     if not port_text:
-        return host, SENTINEL_PORT
+        return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"bad port in Sentinel address {item!r}")
+        raise ValueError(f"bad port in address {item!r}")
     return host, int(port_text)
 
 

@@ -1,0 +1,167 @@
+"""Redis Cluster: entries spread over the masters, everything that must agree in one slot.
+
+The keys that must be read and written together (tag generations, the epoch generation, the
+restart marker, the invalidation channel and its acknowledgements) carry one hash tag (see
+`KeySpace`), so an invalidation is one pipeline to one node, its message published there
+with SPUBLISH and heard there by every process's SSUBSCRIBE. Entries spread: a read is one
+MGET per slot, pipelined per node, nodes in parallel (one round trip per node touched).
+
+Reads and writes go to masters only, with the same short timeouts and no retries as one node:
+a failed call is a miss for the circuit breaker to count, and the next call finds the new
+topology. The restart guard runs on every new connection (a restarted node, a promoted
+replica): only the node that holds the marker's slot answers its GET, the others say MOVED.
+Reading an entry and its generations from different nodes, not atomically, stays safe: an
+entry records the generations it was computed under, and a mutation returns only once its
+bumps are in, so a read that starts after it sees the new generation whatever the order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any, cast
+
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+
+from cache.backends.redis import ERRORS, RedisBackend, _text
+from cache.backends.urls import ClusterUrl, parse_redis_url
+from cache.exceptions import BackendError
+
+
+class ClusterBackend(RedisBackend):
+    """`redis+cluster://[[user]:password@]host:port[,host:port...]` (seed nodes; any of them
+    will do), `rediss+cluster://` for TLS."""
+
+    sharded_pubsub = True
+
+    def __init__(self, url: str, *, timeout: float = 0.1, max_connections: int = 64) -> None:
+        target = parse_redis_url(url)
+        if not isinstance(target, ClusterUrl):
+            raise ValueError("ClusterBackend needs a redis+cluster:// URL")
+        self.url = url
+        self.target = target
+        self._guard = None
+        self._timeout = timeout
+        self.cluster = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # No retries: a call that failed is a miss; the next one finds the new topology.
+            retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
+            health_check_interval=0,
+        )
+        # Every connection the cluster client makes to a node runs the restart guard before
+        # it serves anything (the async client has no option for it; its nodes take their
+        # connection settings from here).
+        self.cluster.nodes_manager.connection_kwargs["redis_connect_func"] = self._on_connect
+        # The commands both clients share (pipelines, SET, MGET...) are written against
+        # `client`; what only a cluster has goes through `cluster`.
+        self.client = cast(aioredis.Redis, self.cluster)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        try:
+            return cast(list[bytes | None], await self.cluster.mget_nonatomic(list(keys)))
+        except ERRORS as exc:
+            raise BackendError(f"MGET failed: {_text(exc)}") from exc
+
+    async def _unlink(self, keys: Sequence[Any]) -> int:
+        # One UNLINK per key (they are in different slots), pipelined per node.
+        async with self.cluster.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.execute_command("UNLINK", key)
+            return sum(int(n) for n in await pipe.execute())
+
+    def _queue_unlink(self, pipe: Any, keys: Sequence[str]) -> None:
+        for key in keys:
+            pipe.execute_command("UNLINK", key)
+
+    def _queue_publish(self, pipe: Any, channel: str, message: bytes) -> None:
+        # Sharded: the channel has the generations' hash tag, so this goes to their node.
+        pipe.execute_command("SPUBLISH", channel, message)
+
+    async def _publish(self, channel: str, message: bytes) -> int:
+        return int(await self.cluster.spublish(channel, message))
+
+    async def ping(self) -> None:
+        """Every master answers, or the cache is not all there."""
+        try:
+            await self.cluster.initialize()
+            masters = self.cluster.get_primaries()
+            await asyncio.gather(*(self.cluster.ping(target_nodes=node) for node in masters))
+        except ERRORS as exc:
+            raise BackendError(f"PING failed: {_text(exc)}") from exc
+
+    async def pubsub_client(
+        self, channel: str, *, read_timeout: float, connect_timeout: float
+    ) -> aioredis.Redis:
+        """A client on the master of `channel`'s slot, found afresh (after a failover the
+        cluster client's table may still name the old one), checked to be a master: only
+        subscribers on the node that publishes are counted as receivers."""
+        host, port = await self._master_of(channel, connect_timeout)
+        client = aioredis.Redis(
+            host=host,
+            port=port,
+            username=self.target.username,
+            password=self.target.password,
+            ssl=self.target.tls,
+            socket_timeout=read_timeout,
+            socket_connect_timeout=connect_timeout,
+            health_check_interval=0,
+            retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            role = await client.execute_command("ROLE")  # type: ignore[no-untyped-call]
+            if not role or role[0] != b"master":
+                raise ConnectionError(f"{host}:{port} is not a master")
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
+
+    async def _master_of(self, key: str, connect_timeout: float) -> tuple[str, int]:
+        """The master that owns `key`'s slot, as the first node that answers says."""
+        slot = key_slot(key.encode())
+        seeds = [(n.host, int(n.port)) for n in self.cluster.get_nodes()]
+        seeds += [s for s in self.target.nodes if s not in seeds]
+        failure: BaseException | None = None
+        for host, port in seeds:
+            node = aioredis.Redis(
+                host=host,
+                port=port,
+                username=self.target.username,
+                password=self.target.password,
+                ssl=self.target.tls,
+                socket_timeout=connect_timeout,
+                socket_connect_timeout=connect_timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            try:
+                slots = await node.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+                for low, high, master, *_ in slots:
+                    if low <= slot <= high:
+                        return (master[0].decode() or host), int(master[1])
+            except ERRORS as exc:
+                failure = exc
+            finally:
+                await node.aclose()
+        raise ConnectionError(f"no node names the master of slot {slot}: {failure!r}")
+
+    async def describe(self) -> dict[str, Any]:
+        try:
+            await self.cluster.initialize()
+            masters = len(self.cluster.get_primaries())
+            replicas = len(self.cluster.get_replicas())
+        except ERRORS:
+            masters = replicas = 0
+        return {"redis_topology": "cluster", "redis_nodes": masters, "redis_replicas": replicas}
+
+    async def close(self) -> None:
+        await self.cluster.aclose()

@@ -1,0 +1,277 @@
+"""The cache on Redis Cluster, against real servers: three masters with a replica each, of the
+test's own. Entries spread over the masters; generations, the restart marker and the
+invalidation channel live in one slot; a warm read is one round trip per node touched and an
+invalidation one pipeline to one node. A master killed, or the generations' slot moved to
+another master, loses no invalidation and fails no request. (The same under load, over real
+server processes: tests/test_topology_faults.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode
+
+from cache import Cache
+from cache.backends import ClusterBackend, backend_for
+from graph.app import create_app
+from graph.settings import Settings
+from resolvers.store import Database
+from tests.conftest import CRAWLER, _unavailable, add, threat_input
+from tests.redis_server import RedisCluster, RedisServer
+from tests.test_sentinel import FAILOVER, Process, until
+
+pytestmark = pytest.mark.redis
+
+NAMESPACE = "c"
+SHARD = "{" + NAMESPACE + "}"
+DASHBOARD = """{
+  stats { totalThreats critical high last24h }
+  threats(limit: 5) { total items { id title } }
+  severityBreakdown { severity count }
+  sourceBreakdown { source count }
+  trend(days: 7) { date count }
+}"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    if shutil.which("redis-server") is None:
+        _unavailable("redis-server is not on PATH", "install Redis")
+    servers = RedisCluster(tmp_path)
+    try:
+        servers.start()
+        yield servers
+    finally:
+        servers.stop()
+
+
+@contextlib.asynccontextmanager
+async def process(db: Database, url: str, *, operations: bool = True) -> AsyncIterator[Process]:
+    cache = Cache(backend_for(url), namespace=NAMESPACE, schema_version="t", epochs=db.epochs)
+    settings = Settings(
+        DATABASE_URL=db.url, VAJRA_CRAWLER_TOKEN=CRAWLER, CACHE_OPERATIONS=operations
+    )
+    app = create_app(settings, db=db, cache=cache)
+    await cache.start()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as http:
+            listening = cache.trust.listening
+            assert listening is not None
+
+            async def live() -> bool:
+                return listening()
+
+            await until("listening", live)
+            yield Process(cache, http)
+    finally:
+        await cache.close()
+
+
+def client(server: RedisServer) -> aioredis.Redis:
+    return aioredis.Redis.from_url(server.url, socket_timeout=2)
+
+
+async def keys_on(server: RedisServer, pattern: str) -> list[bytes]:
+    async with client(server) as c:
+        return [key async for key in c.scan_iter(match=pattern, count=1000)]
+
+
+async def dashboard(p: Process) -> dict[str, Any]:
+    response = await p.http.post("/graphql", json={"query": DASHBOARD})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "errors" not in body, body
+    return dict(body["data"])
+
+
+async def test_entries_spread_and_what_must_agree_lives_in_one_slot(
+    cluster: RedisCluster, sqlite_db: Database
+) -> None:
+    await add(sqlite_db, *(threat_input(i) for i in range(1, 6)))
+    async with process(sqlite_db, cluster.url) as a:
+        assert await a.total() == (5, "MISS")
+        for _ in range(2):
+            await dashboard(a)
+        await a.warm(5)
+        health = await a.health()
+        assert health["redis_cache"] == "connected"
+        assert (health["redis_topology"], health["redis_nodes"]) == ("cluster", 3)
+        home = cluster.master_of(SHARD)
+        masters = cluster.masters()
+        generations = {m.port: await keys_on(m, f"{NAMESPACE}:g:*") for m in masters}
+        entries = {m.port: await keys_on(m, f"{NAMESPACE}:e:*") for m in masters}
+        assert generations[home.port], "no generation on the master of the shared slot"
+        assert not any(keys for port, keys in generations.items() if port != home.port)
+        assert await keys_on(home, f"{NAMESPACE}:run:*") == [f"{NAMESPACE}:run:{SHARD}".encode()]
+        assert sum(bool(keys) for keys in entries.values()) >= 2, entries
+
+
+class NodeCalls:
+    """Every round trip the cluster client makes, by node: one pipeline or one command."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, str]] = []
+        pipeline, command = ClusterNode.execute_pipeline, ClusterNode.execute_command
+
+        async def execute_pipeline(node: ClusterNode, commands: list[Any]) -> bool:
+            names = sorted({str(c.args[0]) for c in commands})
+            self.calls.append((node.name, "pipeline " + ",".join(names)))
+            return await pipeline(node, commands)
+
+        async def execute_command(node: ClusterNode, *args: Any, **kwargs: Any) -> Any:
+            self.calls.append((node.name, str(args[0])))
+            return await command(node, *args, **kwargs)
+
+        monkeypatch.setattr(ClusterNode, "execute_pipeline", execute_pipeline)
+        monkeypatch.setattr(ClusterNode, "execute_command", execute_command)
+
+    @contextlib.contextmanager
+    def during(self) -> Iterator[list[tuple[str, str]]]:
+        seen: list[tuple[str, str]] = []
+        start = len(self.calls)
+        try:
+            yield seen
+        finally:
+            seen.extend(self.calls[start:])
+
+
+async def test_a_warm_read_is_one_round_trip_per_node_and_an_invalidation_one_pipeline(
+    cluster: RedisCluster, sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await add(sqlite_db, *(threat_input(i) for i in range(1, 6)))
+    spy = NodeCalls(monkeypatch)
+    async with process(sqlite_db, cluster.url, operations=False) as a:
+        backend = a.cache.backend
+        assert isinstance(backend, ClusterBackend)
+        for _ in range(3):
+            await dashboard(a)
+        a.cache.drop_local(["*"])  # the local tier would answer without Redis
+        reads: list[list[tuple[str, str]]] = []
+        get_many = backend.get_many
+
+        async def counted(keys: Any) -> list[bytes | None]:
+            with spy.during() as seen:
+                values = await get_many(keys)
+            reads.append(seen)
+            return values
+
+        monkeypatch.setattr(backend, "get_many", counted)
+        with spy.during() as everything:
+            await dashboard(a)
+        assert reads, "the warm dashboard read nothing from Redis"
+        for seen in reads:
+            nodes = [name for name, _ in seen]
+            assert len(nodes) == len(set(nodes)), f"a node was asked twice in one read: {seen}"
+            assert all(kind == "pipeline MGET" for _, kind in seen), seen
+        assert sum(len(seen) for seen in reads) == len(everything), everything
+
+        with spy.during() as bump:
+            await a.cache.invalidate(["threats", "stats"])
+        home = cluster.master_of(SHARD)
+        writes = [(name, kind) for name, kind in bump if "SET" in kind]
+        assert writes == [(f"127.0.0.1:{home.port}", "pipeline SET,SPUBLISH")], bump
+
+
+async def shard_listeners(server: RedisServer) -> int:
+    """How many processes listen for invalidations on `server` (sharded pub/sub)."""
+    async with client(server) as c:
+        reply = await c.execute_command(
+            "PUBSUB", "SHARDNUMSUB", f"{NAMESPACE}:invalidations:{SHARD}"
+        )
+    return int(reply[1])
+
+
+async def test_a_master_killed_loses_no_invalidation_and_the_cache_follows_its_replica(
+    cluster: RedisCluster, sqlite_db: Database
+) -> None:
+    await add(sqlite_db, threat_input(1), threat_input(2))
+    async with process(sqlite_db, cluster.url) as a, process(sqlite_db, cluster.url) as b:
+        await a.warm(2)
+        await b.warm(2)
+        home = cluster.master_of(SHARD)
+        assert await shard_listeners(home) == 2
+        home.kill()
+        await b.ingest(3)  # while the generations' master is dead: the epoch covers it
+        assert (await a.total())[0] == 3
+
+        def promoted() -> RedisServer | None:
+            with contextlib.suppress(LookupError, StopIteration):
+                new = cluster.master_of(SHARD)
+                return new if new is not home else None
+            return None
+
+        async def failed_over() -> bool:
+            for p in (a, b):  # every call answers, fresh, all along
+                assert (await p.total())[0] == 3
+            return promoted() is not None
+
+        await until("a replica promoted", failed_over, FAILOVER)
+        new = promoted()
+        assert new is not None
+
+        async def both_listen() -> bool:
+            for p in (a, b):
+                assert (await p.total())[0] == 3
+            return await shard_listeners(new) == 2
+
+        await until("both listeners on the new master", both_listen, FAILOVER)
+        await a.warm(3)
+        await b.ingest(4)  # after the failover, from the other process
+
+        async def dropped() -> bool:
+            return len(a.cache.local) == 0
+
+        await until("A's local entries dropped", dropped, 2.0)
+        assert (await a.total())[0] == 4
+        await a.warm(4)
+        # The restart guard ran on the promoted replica's first connection.
+        async with client(new) as c:
+            run_id = (await c.info("server"))["run_id"].encode()
+            assert await c.get(f"{NAMESPACE}:run:{SHARD}") == run_id
+        assert (await a.health())["redis_cache"] == "connected"
+
+
+async def test_the_shared_slot_moved_to_another_master_while_reading(
+    cluster: RedisCluster, sqlite_db: Database
+) -> None:
+    await add(sqlite_db, threat_input(1), threat_input(2))
+    async with process(sqlite_db, cluster.url) as a, process(sqlite_db, cluster.url) as b:
+        await a.warm(2)
+        home = cluster.master_of(SHARD)
+        target = next(m for m in cluster.masters() if m is not home)
+        reading = True
+
+        async def read_all_along() -> None:
+            while reading:
+                for p in (a, b):
+                    assert (await p.total())[0] >= 2
+                await asyncio.sleep(0.01)
+
+        reader = asyncio.create_task(read_all_along())
+        try:
+            moved = await asyncio.to_thread(cluster.move_slot, cluster.keyslot(SHARD), home, target)
+            assert moved >= 2, "the generations and the marker should have moved"
+            assert cluster.master_of(SHARD) is target
+
+            async def both_listen() -> bool:
+                return await shard_listeners(target) == 2
+
+            await until("both listeners on the slot's new master", both_listen, FAILOVER)
+            await b.ingest(3)
+            assert (await a.total())[0] == 3
+            await a.warm(3)
+            await a.ingest(4)
+            assert (await b.total())[0] == 4
+        finally:
+            reading = False
+            await reader
