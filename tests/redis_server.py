@@ -156,6 +156,11 @@ class RedisCluster:
             timeout=60,
         )
         self.wait_ok()
+        deadline = time.monotonic() + 30
+        while sum("slave" in fields[2] for fields in self._nodes()) < len(self.servers) // 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replicas never joined their masters")
+            time.sleep(0.1)
 
     def cli(self, port: int, *args: str) -> str:
         done = subprocess.run(
