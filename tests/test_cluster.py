@@ -275,3 +275,19 @@ async def test_the_shared_slot_moved_to_another_master_while_reading(
         finally:
             reading = False
             await reader
+
+
+async def test_clear_and_the_key_count_reach_every_master(
+    cluster: RedisCluster, sqlite_db: Database
+) -> None:
+    await add(sqlite_db, *(threat_input(i) for i in range(1, 6)))
+    async with process(sqlite_db, cluster.url, operations=False) as a:
+        for _ in range(2):
+            await dashboard(a)
+        masters = cluster.masters()
+        before = [len(await keys_on(m, f"{NAMESPACE}:e:*")) for m in masters]
+        assert sum(bool(n) for n in before) >= 2, before
+        assert await a.cache.total_keys() >= sum(before)
+        assert await a.cache.clear() == sum(before)
+        assert [len(await keys_on(m, f"{NAMESPACE}:e:*")) for m in masters] == [0, 0, 0]
+        assert (await dashboard(a))["stats"]["totalThreats"] == 5
