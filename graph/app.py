@@ -35,9 +35,9 @@ CODEC_VERSION = "1"
 
 
 def build_cache(settings: Settings, db: Database) -> Cache | None:
-    """The process's cache: Redis (one node or a Sentinel group, as REDIS_URL says) behind a
-    breaker, an in-process LRU standing in, and the epoch kept in the database it caches.
-    A REDIS_URL of a form not supported fails here, at startup (ValueError)."""
+    """The process's cache: Redis (one node, a Sentinel group or a cluster, as REDIS_URL
+    says) behind a breaker, and the epoch kept in the database it caches. A REDIS_URL of a
+    form not supported fails here, at startup (ValueError)."""
     if not settings.cache_enabled:
         return None
     timeout = settings.cache_timeout_ms / 1000
