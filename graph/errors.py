@@ -2,6 +2,7 @@
 
     ApiError
       ├── BadRequest        BAD_REQUEST: the HTTP request is not a GraphQL request
+      ├── BadUserInput      BAD_USER_INPUT: a well-formed request whose values we refuse
       ├── Unauthenticated   UNAUTHENTICATED: no token, or a token that is not ours
       └── Forbidden         FORBIDDEN: a valid token without the role, or a role not configured
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError
+from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError, StringValueNode
 from graphql.validation import ValuesOfCorrectTypeRule
 from strawberry.extensions import SchemaExtension
 
@@ -41,6 +42,11 @@ class BadRequest(ApiError):
     status = 400
 
 
+class BadUserInput(ApiError):
+    code = "BAD_USER_INPUT"
+    status = 400
+
+
 class Unauthenticated(ApiError):
     code = "UNAUTHENTICATED"
     status = 401
@@ -59,8 +65,22 @@ class _CodedValuesOfCorrectType(ValuesOfCorrectTypeRule):
         super().report_error(error)
 
 
+class _NoNulInStrings(ASTValidationRule):
+    """A NUL in a string literal (written `\\u0000`) is refused like one in a variable."""
+
+    def enter_string_value(self, node: StringValueNode, *_args: Any) -> None:
+        if "\x00" in node.value:
+            self.report_error(
+                GraphQLError(
+                    "a string argument contains a NUL character",
+                    node,
+                    extensions={"code": "BAD_USER_INPUT"},
+                )
+            )
+
+
 class ErrorCodes(SchemaExtension):
-    """Swap in the coded validation rule for literal values."""
+    """Swap in the coded validation rule for literal values; refuse NULs in literals."""
 
     def on_validate(self):  # type: ignore[no-untyped-def]
         context = self.execution_context
@@ -68,7 +88,7 @@ class ErrorCodes(SchemaExtension):
             _CodedValuesOfCorrectType if rule is ValuesOfCorrectTypeRule else rule
             for rule in context.validation_rules
         )
-        context.validation_rules = rules
+        context.validation_rules = (*rules, _NoNulInStrings)
         yield
 
 

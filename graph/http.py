@@ -19,7 +19,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types.graphql import OperationType
 
 from graph.context import Context
-from graph.errors import ApiError, BadRequest, format_error, http_error
+from graph.errors import ApiError, BadRequest, BadUserInput, format_error, http_error
 from graph.persisted import PersistedQueries
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -98,7 +98,20 @@ def _check(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | No
         raise BadRequest("'variables' must be a JSON object")
     if name is not None and not isinstance(name, str):
         raise BadRequest("'operationName' must be a string")
+    if variables is not None and _has_nul(variables):
+        raise BadUserInput("a string in 'variables' contains a NUL character")
     return query, variables, name
+
+
+def _has_nul(value: Any) -> bool:
+    """A NUL anywhere in a string of a JSON value (databases and logs treat it differently)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def graphql_endpoint(

@@ -56,7 +56,7 @@ class Query:
 
     @strawberry.field(description="One threat by id, or null.", extensions=[THREAT])
     async def threat(self, info: ContextInfo, id: strawberry.ID) -> Threat | None:
-        if not id.isdigit() or len(id) > 18:
+        if not tags.is_threat_id(id):
             raise InvalidInput(f"{id!r} is not a threat id", argument="id")
         record = await info.context.threat_loader.load(int(id))
         return Threat.from_record(record) if record is not None else None

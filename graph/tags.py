@@ -35,9 +35,14 @@ def list_tags(args: dict[str, Any]) -> list[str]:
     return [ANY]
 
 
+def is_threat_id(text: str) -> bool:
+    """ASCII digits only, at most 18 of them: `int()` would also take '²' or '١٢'."""
+    return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
+
+
 def threat_tags(args: dict[str, Any]) -> list[str]:
     raw = str(args["id"])
-    return [f"threat:id={int(raw) if raw.isdigit() else raw}"]
+    return [f"threat:id={int(raw) if is_threat_id(raw) else raw}"]
 
 
 def _of(threat: Threat) -> Iterable[str]:

@@ -1,0 +1,90 @@
+"""Odd input an attacker (or a broken crawler) sends gets a coded error, never a 500, and
+changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from resolvers.store import Database
+from tests.conftest import ADMIN, CRAWLER
+from tests.test_ingest import INGEST, crawled
+
+
+def codes(response: httpx.Response) -> list[str]:
+    return [e["extensions"]["code"] for e in response.json()["errors"]]
+
+
+async def graphql(
+    client: httpx.AsyncClient, query: str, variables: Any = None, headers: Any = None
+) -> httpx.Response:
+    return await client.post(
+        "/graphql", json={"query": query, "variables": variables}, headers=headers or {}
+    )
+
+
+@pytest.mark.parametrize("token", ["é", "ü" * 40, "\u00ff", CRAWLER + "é"])
+async def test_a_non_ascii_token_is_unauthenticated_never_a_500(
+    client: httpx.AsyncClient, sqlite_db: Database, token: str
+) -> None:
+    # Sent as the UTF-8 bytes a client would put on the wire.
+    header = {"Authorization": f"Bearer {token}".encode()}
+    cleared = await client.post("/api/cache/clear", headers=header)
+    assert cleared.status_code == 401, cleared.text
+    assert codes(cleared) == ["UNAUTHENTICATED"]
+    mutation = await graphql(client, INGEST, {"threats": [crawled(1)]}, header)
+    assert mutation.status_code == 200, mutation.text
+    assert codes(mutation) == ["UNAUTHENTICATED"]
+    assert await sqlite_db.count() == 0
+
+
+async def test_the_right_tokens_still_work(client: httpx.AsyncClient) -> None:
+    ok = await graphql(
+        client, INGEST, {"threats": [crawled(1)]}, {"Authorization": f"Bearer {CRAWLER}"}
+    )
+    assert "errors" not in ok.json(), ok.text
+    cleared = await client.post("/api/cache/clear", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert cleared.status_code == 200, cleared.text
+
+
+@pytest.mark.parametrize("id_", ["²", "١٢", "\uff11\uff12", "12 ", "-1", "+1", "", "9" * 19])
+async def test_a_threat_id_is_ascii_digits_only(client: httpx.AsyncClient, id_: str) -> None:
+    await graphql(
+        client, INGEST, {"threats": [crawled(12)]}, {"Authorization": f"Bearer {CRAWLER}"}
+    )
+    response = await graphql(client, "query($id: ID!) { threat(id: $id) { id } }", {"id": id_})
+    assert response.status_code == 200, response.text
+    assert codes(response) == ["BAD_USER_INPUT"], response.text
+    assert response.json()["data"] == {"threat": None}
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ('{ threats(filter: {search: "a\\u0000b"}) { total } }', None),
+        (
+            "query($f: ThreatFilter) { threats(filter: $f) { total } }",
+            {"f": {"search": "\x00"}},
+        ),
+        ("query($id: ID!) { threat(id: $id) { id } }", {"id": "1\x00"}),
+    ],
+)
+async def test_a_nul_in_a_string_argument_is_bad_user_input(
+    client: httpx.AsyncClient, query: str, variables: Any
+) -> None:
+    response = await graphql(client, query, variables)
+    assert response.status_code in (200, 400), response.text
+    assert codes(response) == ["BAD_USER_INPUT"], response.text
+
+
+async def test_a_nul_in_a_crawled_threat_writes_nothing(
+    client: httpx.AsyncClient, sqlite_db: Database
+) -> None:
+    batch = [crawled(1), crawled(2, title="bad\x00title")]
+    response = await graphql(
+        client, INGEST, {"threats": batch}, {"Authorization": f"Bearer {CRAWLER}"}
+    )
+    assert codes(response) == ["BAD_USER_INPUT"], response.text
+    assert await sqlite_db.count() == 0
