@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 
 from resolvers.errors import InvalidInput
 from resolvers.records import Indicator, IndicatorKind, Severity, Threat, ThreatFilter, ThreatPage
-from resolvers.store import Database, threats
+from resolvers.store import Database, threats, unicode_lower
 
 MAX_LIMIT = 100
 MAX_PAGE = 100_000
@@ -47,10 +47,12 @@ def _conditions(where: ThreatFilter | None) -> list[ColumnElement[bool]]:
     if where.search:
         if len(where.search) > MAX_SEARCH:
             raise InvalidInput(f"filter.search is longer than {MAX_SEARCH} characters")
+        # Case-insensitive in every script: both sides lower-cased (see `unicode_lower`).
+        needle = where.search.lower()
         conditions.append(
             or_(
-                threats.c.title.icontains(where.search, autoescape=True),
-                threats.c.description.icontains(where.search, autoescape=True),
+                unicode_lower(threats.c.title).contains(needle, autoescape=True),
+                unicode_lower(threats.c.description).contains(needle, autoescape=True),
             )
         )
     if where.since is not None:

@@ -8,8 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from resolvers.records import ThreatFilter
 from resolvers.store import Database
-from tests.conftest import ADMIN, CRAWLER
+from resolvers.threats import list_threats
+from tests.conftest import ADMIN, CRAWLER, add, threat_input
 from tests.test_ingest import INGEST, crawled
 
 
@@ -88,3 +90,16 @@ async def test_a_nul_in_a_crawled_threat_writes_nothing(
     )
     assert codes(response) == ["BAD_USER_INPUT"], response.text
     assert await sqlite_db.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("title", "search"),
+    [("Ünïcode flaw", "ünïcode"), ("ünïcode flaw", "ÜNÏCODE"), ("ΑΘΗΝΑ breach", "αθηνα")],
+)
+async def test_search_is_case_insensitive_beyond_ascii_on_both_engines(
+    db: Database, title: str, search: str
+) -> None:
+    await add(db, threat_input(1, title=title), threat_input(2, title="unrelated"))
+    page = await list_threats(db, where=ThreatFilter(search=search))
+    assert [t.title for t in page.items] == [title]
+    assert (await list_threats(db, where=ThreatFilter(search="%"))).total == 0
