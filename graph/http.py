@@ -161,14 +161,18 @@ def graphql_endpoint(
         except MissingQueryError:
             error = BadRequest("the request has no 'query' string")
             return json_response(http_error(error), error.status, media_type)
-        body: dict[str, Any] = {"data": result.data}
+        # The GraphQL-over-HTTP spec: a request that never executed (it did not parse or
+        # validate: no error has a path) has no `data` entry and is a 400 under the new media
+        # type; one that executed has `data`, null or not, and a 2xx. application/json keeps
+        # 200 and `data` for every well-formed request.
+        executed = result.data is not None or any(e.path for e in result.errors or ())
+        refused = media_type == GRAPHQL_RESPONSE and not executed
+        body: dict[str, Any] = {} if refused else {"data": result.data}
         if result.errors:
             body["errors"] = [format_error(e) for e in result.errors]
         if result.extensions:
             body["extensions"] = result.extensions
-        # The GraphQL-over-HTTP spec: a request that never executed is a 400 under the
-        # new media type; application/json keeps 200 for every well-formed request.
-        status = 400 if media_type == GRAPHQL_RESPONSE and result.data is None else 200
+        status = 400 if refused else 200
         # The operation cache, when it can, replaces this with the composed policy.
         return json_response(body, status, media_type, {"cache-control": "no-store"})
 

@@ -50,6 +50,14 @@ async def test_the_graphql_response_media_type_is_answered_when_asked(
     assert ok.status_code == 200
     invalid = await client.post("/graphql", json={"query": "{ nope }"}, headers=accept)
     assert invalid.status_code == 400
+    assert "data" not in invalid.json()
+    # It executed (a field error nulled the result): `data` is there, and the status is 2xx.
+    failed = await client.post(
+        "/graphql", json={"query": "{ threats(limit: 500) { total } }"}, headers=accept
+    )
+    assert failed.status_code == 200, failed.text
+    assert failed.json()["data"] is None
+    assert failed.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     plain = await client.post("/graphql", json={"query": "{ nope }"})
     assert plain.status_code == 200
     assert plain.headers["content-type"] == "application/json"
