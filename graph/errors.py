@@ -118,7 +118,6 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
         formatted["path"] = error.path
     original = error.original_error
     if code == "INTERNAL_SERVER_ERROR":
-        logger.error("unexpected error", exc_info=original or error)
         formatted["message"] = "Internal server error"
         formatted["extensions"] = {"code": code}
     elif isinstance(original, ApiError | ResolverError):
@@ -127,6 +126,24 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
     else:
         formatted["extensions"] = {**(error.extensions or {}), "code": code}
     return formatted
+
+
+LOGGED_CHARACTERS = 200
+
+
+def log_errors(errors: list[GraphQLError]) -> None:
+    """The client's mistakes at INFO, one line each, without a traceback; our bugs at ERROR
+    with one. Never more than 200 characters of anything the client sent (a message can
+    quote the document: graphql-core's str() of a syntax error prints the whole line)."""
+    for error in errors:
+        code = error_code(error)
+        message = error.message
+        if len(message) > LOGGED_CHARACTERS:
+            message = message[:LOGGED_CHARACTERS] + "..."
+        if code == "INTERNAL_SERVER_ERROR":
+            logger.error("%s: %s", code, message, exc_info=error.original_error or error)
+        else:
+            logger.info("%s: %s", code, message)
 
 
 def http_error(error: ApiError) -> dict[str, Any]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import ParserCache, ValidationCache
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
 from cache import CacheExtension, cache_control, daily
 from graph import tags
 from graph.admin import CacheStats, ClearResult, clear_cache, read_cache_stats
 from graph.context import Context, Role
-from graph.errors import ErrorCodes
+from graph.errors import ErrorCodes, log_errors
 from graph.scalars import SCALAR_OVERRIDES
 from graph.types import (
     IngestResult,
@@ -111,7 +112,14 @@ class Mutation:
         return await clear_cache(info.context.cache, pattern)
 
 
-schema = strawberry.Schema(
+class Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        log_errors(errors)
+
+
+schema = Schema(
     query=Query,
     mutation=Mutation,
     scalar_overrides=SCALAR_OVERRIDES,

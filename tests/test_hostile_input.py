@@ -3,11 +3,13 @@ changes nothing."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 import pytest
 
+from resolvers import dashboard
 from resolvers.records import ThreatFilter
 from resolvers.store import Database
 from resolvers.threats import list_threats
@@ -103,3 +105,35 @@ async def test_search_is_case_insensitive_beyond_ascii_on_both_engines(
     page = await list_threats(db, where=ThreatFilter(search=search))
     assert [t.title for t in page.items] == [title]
     assert (await list_threats(db, where=ThreatFilter(search="%"))).total == 0
+
+
+async def test_client_errors_are_logged_at_info_in_one_short_line(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    huge = "{ " + "stats " * 50_000 + "{"  # unterminated, on one long line
+    await graphql(client, "{ threats(limit: 0) { total } }")
+    await graphql(client, huge)
+    records = [r for r in caplog.records if r.name.startswith(("vajra", "strawberry"))]
+    assert records, "nothing was logged"
+    for record in records:
+        assert record.levelno <= logging.INFO, record.getMessage()[:300]
+        assert record.exc_info is None
+        assert len(record.getMessage()) < 300
+    assert any("BAD_USER_INPUT" in r.getMessage() for r in records)
+    assert any("GRAPHQL_PARSE_FAILED" in r.getMessage() for r in records)
+
+
+async def test_a_bug_is_logged_at_error_with_its_traceback(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(dashboard, "stats", broken)
+    response = await graphql(client, "{ stats { totalThreats } }", headers={"x-cache-debug": "1"})
+    assert codes(response) == ["INTERNAL_SERVER_ERROR"], response.text
+    assert "a bug" not in response.text
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
