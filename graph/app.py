@@ -10,6 +10,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
@@ -20,8 +23,8 @@ from cache.keys import fingerprint
 from cache.operation import OperationCache
 from graph.admin import cache_stats_dict, clear_cache
 from graph.context import Context, Role, Tokens
-from graph.errors import ApiError, http_error
-from graph.http import graphql_endpoint, json_response
+from graph.errors import ApiError, http_error, status_error
+from graph.http import SecurityHeaders, graphql_endpoint, json_response
 from graph.persisted import PersistedQueries
 from graph.schema import schema
 from graph.settings import Settings, get_settings
@@ -125,8 +128,35 @@ def create_app(
             if db is None:
                 await database.close()
 
-    app = FastAPI(title="Vajra", lifespan=lifespan)
+    if settings.production:  # no schema browsing in production, REST or GraphQL
+        app = FastAPI(
+            title="Vajra", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+        )
+    else:
+        app = FastAPI(title="Vajra", lifespan=lifespan)
     app.state.db = database
+
+    # Every refusal, whatever the route or method, in the API's error shape.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_refusal(_request: Request, exc: StarletteHTTPException) -> Response:
+        return json_response(
+            status_error(exc.status_code, str(exc.detail)),
+            exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameters(_request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', '')}"
+            for e in exc.errors()
+        )
+        return json_response(status_error(400, f"bad request parameters: {problems}"[:300]), 400)
+
+    @app.exception_handler(Exception)
+    async def bug(_request: Request, exc: Exception) -> Response:
+        logger.error("unexpected error", exc_info=exc)
+        return json_response(status_error(500, "Internal server error"), 500)
 
     def context_for(request: Request) -> Context:
         return Context(
@@ -136,11 +166,14 @@ def create_app(
             cache=state["cache"],
             cache_debug=request.headers.get("x-cache-debug") == "1",
             cache_operation=request.scope.get("cache.operation"),
+            introspection=not settings.production,
         )
 
     persisted = PersistedQueries(lambda: state["cache"])
     app.add_route(
-        "/graphql", graphql_endpoint(schema, context_for, persisted), methods=["GET", "POST"]
+        "/graphql",
+        graphql_endpoint(schema, context_for, persisted, graphiql=not settings.production),
+        methods=["GET", "POST"],
     )
 
     @app.get("/health")
@@ -183,7 +216,16 @@ def create_app(
         """Counters of this process, for benchmarks and dashboards."""
         return json_response({"database_queries": database.queries})
 
-    if not settings.cache_operations:
-        return app
-    # Whole-operation hits are answered here, before FastAPI routing.
-    return OperationCache(app, lambda: state["cache"], path="/graphql")
+    outer: ASGIApp = app
+    if settings.cache_operations:
+        # Whole-operation hits are answered here, before FastAPI routing.
+        outer = OperationCache(app, lambda: state["cache"], path="/graphql")
+    if settings.allowed_origins:
+        outer = CORSMiddleware(
+            outer,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
+    return SecurityHeaders(outer)

@@ -65,6 +65,7 @@ class Context:
     cache: Cache | None = None
     cache_debug: bool = False
     cache_operation: Any = None  # filled for the whole-operation cache, when it asks
+    introspection: bool = True  # off in production
     threat_loader: DataLoader[int, records.Threat | None] = field(init=False)
 
     def __post_init__(self) -> None:

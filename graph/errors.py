@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError, StringValueNode
-from graphql.validation import ValuesOfCorrectTypeRule
+from graphql.validation import NoSchemaIntrospectionCustomRule, ValuesOfCorrectTypeRule
 from strawberry.extensions import SchemaExtension
 
 from resolvers.errors import ResolverError
@@ -80,7 +80,8 @@ class _NoNulInStrings(ASTValidationRule):
 
 
 class ErrorCodes(SchemaExtension):
-    """Swap in the coded validation rule for literal values; refuse NULs in literals."""
+    """Swap in the coded validation rule for literal values; refuse NULs in literals, and
+    introspection where the request's context says it is off (production)."""
 
     def on_validate(self):  # type: ignore[no-untyped-def]
         context = self.execution_context
@@ -88,7 +89,10 @@ class ErrorCodes(SchemaExtension):
             _CodedValuesOfCorrectType if rule is ValuesOfCorrectTypeRule else rule
             for rule in context.validation_rules
         )
-        context.validation_rules = (*rules, _NoNulInStrings)
+        rules = (*rules, _NoNulInStrings)
+        if not getattr(context.context, "introspection", True):
+            rules = (*rules, NoSchemaIntrospectionCustomRule)
+        context.validation_rules = rules
         yield
 
 
@@ -144,6 +148,27 @@ def log_errors(errors: list[GraphQLError]) -> None:
             logger.error("%s: %s", code, message, exc_info=error.original_error or error)
         else:
             logger.info("%s: %s", code, message)
+
+
+_STATUS_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    413: "PAYLOAD_TOO_LARGE",
+    414: "URI_TOO_LONG",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "TOO_MANY_REQUESTS",
+}
+
+
+def status_error(status: int, message: str) -> dict[str, Any]:
+    """An HTTP-level refusal (no such route, a method it does not take...) in the same shape
+    as every other error the API answers."""
+    code = _STATUS_CODES.get(status, "INTERNAL_SERVER_ERROR" if status >= 500 else "BAD_REQUEST")
+    return {"errors": [{"message": message, "extensions": {"code": code}}]}
 
 
 def http_error(error: ApiError) -> dict[str, Any]:

@@ -50,6 +50,32 @@ def _media_type(request: Request) -> str:
     return JSON
 
 
+class SecurityHeaders:
+    """Outermost ASGI layer: every response, cached or not, error or not, tells browsers not
+    to guess its type (crawler text inside JSON must never be sniffed as HTML)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    h for h in message.get("headers", []) if h[0] != b"x-content-type-options"
+                ]
+                message = {
+                    **message,
+                    "headers": [*headers, (b"x-content-type-options", b"nosniff")],
+                }
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def json_response(
     body: Any, status: int = 200, media_type: str = JSON, headers: dict[str, str] | None = None
 ) -> Response:
@@ -118,13 +144,17 @@ def graphql_endpoint(
     schema: BaseSchema,
     context_for: Callable[[Request], Context],
     persisted: PersistedQueries | None = None,
+    *,
+    graphiql: bool = True,
 ) -> Callable[[Request], Any]:
-    """The Starlette endpoint serving `schema` at one path."""
+    """The Starlette endpoint serving `schema` at one path (and GraphiQL to browsers, unless
+    `graphiql` is off)."""
 
     async def endpoint(request: Request) -> Response:
         media_type = _media_type(request)
         if (
-            request.method == "GET"
+            graphiql
+            and request.method == "GET"
             and "text/html" in request.headers.get("accept", "")
             and "query" not in request.query_params
         ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,26 @@ class Settings(BaseSettings):
     cache_epoch_poll_ms: int = Field(
         default=1000, ge=100, le=60_000, validation_alias="CACHE_EPOCH_POLL_MS"
     )
+
+    environment: Literal["development", "production"] = Field(
+        default="development", validation_alias="VAJRA_ENV"
+    )
+    cors_origins: str = Field(default="", validation_alias="CORS_ORIGINS")
+
+    @property
+    def production(self) -> bool:
+        """No introspection, no GraphiQL, no debug output (see SECURITY.md)."""
+        return self.environment == "production"
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """`CORS_ORIGINS`, comma-separated: the browser origins that may call the API."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+    @field_validator("environment", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("crawler_token", "admin_token")
     @classmethod

@@ -1,0 +1,115 @@
+"""Every answer in the API's shape and with `nosniff`; `VAJRA_ENV=production` closes what a
+developer needs and an attacker wants: introspection, GraphiQL, the API docs; CORS only for
+the origins in `CORS_ORIGINS`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from graph.app import create_app
+from graph.settings import Settings
+from resolvers.store import Database
+
+INTROSPECTION = "{ __schema { queryType { name } } }"
+
+
+@pytest.fixture
+async def app_with(sqlite_db: Database) -> Any:
+    clients: list[httpx.AsyncClient] = []
+
+    async def make(**env: str) -> httpx.AsyncClient:
+        settings = Settings(DATABASE_URL=sqlite_db.url, CACHE_ENABLED="false", **env)  # type: ignore[arg-type]
+        app = create_app(settings, db=sqlite_db)
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+def code(response: httpx.Response) -> str:
+    return str(response.json()["errors"][0]["extensions"]["code"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "expected"),
+    [
+        ("GET", "/nowhere", 404, "NOT_FOUND"),
+        ("PUT", "/graphql", 405, "METHOD_NOT_ALLOWED"),
+        ("DELETE", "/health", 405, "METHOD_NOT_ALLOWED"),
+        ("PUT", "/api/cache/clear", 405, "METHOD_NOT_ALLOWED"),
+        ("GET", "/api/cache/clear", 405, "METHOD_NOT_ALLOWED"),
+        ("POST", "/api/cache/clear?pattern=%00", 403, "FORBIDDEN"),
+    ],
+)
+async def test_every_refusal_is_in_the_api_shape_with_nosniff(
+    app_with: Any, method: str, path: str, status: int, expected: str
+) -> None:
+    client = await app_with()
+    response = await client.request(method, path)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert code(response) == expected
+    assert "detail" not in response.json()
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_cached_and_graphql_answers_carry_nosniff(app_with: Any) -> None:
+    client = await app_with()
+    for _ in range(2):
+        response = await client.post("/graphql", json={"query": "{ stats { sources } }"})
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_development_has_introspection_graphiql_and_docs(app_with: Any) -> None:
+    client = await app_with()
+    body = (await client.post("/graphql", json={"query": INTROSPECTION})).json()
+    assert body["data"]["__schema"]["queryType"]["name"] == "Query"
+    page = await client.get("/graphql", headers={"accept": "text/html"})
+    assert "graphiql" in page.text.lower()
+    assert (await client.get("/openapi.json")).status_code == 200
+
+
+async def test_production_turns_off_introspection_graphiql_and_docs(app_with: Any) -> None:
+    client = await app_with(VAJRA_ENV="production")
+    response = await client.post("/graphql", json={"query": INTROSPECTION})
+    assert code(response) == "GRAPHQL_VALIDATION_FAILED", response.text
+    assert "introspection" in response.text.lower()
+    typename = await client.post("/graphql", json={"query": "{ __typename }"})
+    assert typename.json() == {"data": {"__typename": "Query"}}
+    page = await client.get("/graphql", headers={"accept": "text/html"})
+    assert "graphiql" not in page.text.lower()
+    assert code(page) == "BAD_REQUEST"
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert (await client.get(path)).status_code == 404, path
+
+
+async def test_cors_answers_only_the_configured_origins(app_with: Any) -> None:
+    closed = await app_with()
+    preflight = {
+        "origin": "https://dash.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+    }
+    response = await closed.options("/graphql", headers=preflight)
+    assert "access-control-allow-origin" not in response.headers
+    opened = await app_with(CORS_ORIGINS="https://dash.example, https://other.example/")
+    response = await opened.options("/graphql", headers=preflight)
+    assert response.headers["access-control-allow-origin"] == "https://dash.example"
+    evil = await opened.options("/graphql", headers={**preflight, "origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in evil.headers
+    simple = await opened.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"origin": "https://other.example"}
+    )
+    assert simple.headers["access-control-allow-origin"] == "https://other.example"
+
+
+def test_an_unknown_environment_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"VAJRA_ENV|environment"):
+        Settings(VAJRA_ENV="staging")  # type: ignore[arg-type]
+    assert Settings(VAJRA_ENV=" Production ").production  # type: ignore[arg-type]
