@@ -64,6 +64,8 @@ async def _cache_command(args: argparse.Namespace) -> str:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from graph.protocol import ApiHttpToolsProtocol
+
     settings = get_settings()
     if settings.demo_threats and not args.no_demo:
         loaded = asyncio.run(_seed(settings.demo_threats, 90, 1, only_if_empty=True))
@@ -76,7 +78,7 @@ def _serve(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         loop="uvloop",
-        http="httptools",
+        http=ApiHttpToolsProtocol,
         log_level=settings.log_level.lower(),
         access_log=args.access_log,
     )

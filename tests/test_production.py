@@ -4,14 +4,18 @@ the origins in `CORS_ORIGINS`."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from graph.app import create_app
 from graph.settings import Settings
 from resolvers.store import Database
+from tests.servers import Server, base_env
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
 
@@ -113,3 +117,41 @@ def test_an_unknown_environment_is_refused() -> None:
     with pytest.raises(ValueError, match=r"VAJRA_ENV|environment"):
         Settings(VAJRA_ENV="staging")  # type: ignore[arg-type]
     assert Settings(VAJRA_ENV=" Production ").production  # type: ignore[arg-type]
+
+
+async def raw_request(port: int, request: bytes) -> tuple[bytes, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /graphql?query=%7B__typename%7D" + b"%20" * 70_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ],
+    ids=["url-210k", "bad-header", "garbage"],
+)
+async def test_what_the_http_server_refuses_is_in_the_api_shape_too(
+    tmp_path: Path, request_bytes: bytes
+) -> None:
+    env = base_env(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'v.db'}", CACHE_ENABLED="false")
+    server = Server("raw", env, tmp_path)
+    server.start()
+    try:
+        await server.wait_healthy()
+        head, body = await raw_request(server.port, request_bytes)
+    finally:
+        server.stop()
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert b"content-type: application/json" in head.lower()
+    assert b"x-content-type-options: nosniff" in head.lower()
+    assert orjson.loads(body)["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
