@@ -19,6 +19,7 @@ from cache.backends import MemoryBackend, backend_for
 from cache.keys import fingerprint
 from cache.operation import OperationCache
 from graph.admin import cache_stats_dict, clear_cache
+from graph.body_limit import BodyLimit
 from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error
 from graph.http import graphql_endpoint, json_response
@@ -183,7 +184,9 @@ def create_app(
         """Counters of this process, for benchmarks and dashboards."""
         return json_response({"database_queries": database.queries})
 
-    if not settings.cache_operations:
-        return app
-    # Whole-operation hits are answered here, before FastAPI routing.
-    return OperationCache(app, lambda: state["cache"], path="/graphql")
+    served: ASGIApp = app
+    if settings.cache_operations:
+        # Whole-operation hits are answered here, before FastAPI routing.
+        served = OperationCache(app, lambda: state["cache"], path="/graphql")
+    # Outermost: no layer inside holds more of a body than the limit.
+    return BodyLimit(served, settings.max_body_bytes)

@@ -24,18 +24,12 @@ from graph.persisted import PersistedQueries
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
-MAX_BODY = 32 * 1024 * 1024
 _GRAPHIQL = get_graphql_ide_html()
 
 
 class _MethodNotAllowed(ApiError):
     code = "METHOD_NOT_ALLOWED"
     status = 405
-
-
-class _PayloadTooLarge(ApiError):
-    code = "PAYLOAD_TOO_LARGE"
-    status = 413
 
 
 def _media_type(request: Request) -> str:
@@ -67,12 +61,7 @@ async def _params(request: Request) -> dict[str, Any]:
                     raise BadRequest(f"the '{name}' query parameter is not valid JSON") from None
         return params
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > MAX_BODY:
-        raise _PayloadTooLarge(f"the request body is larger than {MAX_BODY // 2**20} MiB")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise _PayloadTooLarge(f"the request body is larger than {MAX_BODY // 2**20} MiB")
+    body = await request.body()  # at most MAX_BODY_BYTES: see graph/body_limit.py
     if content_type == "application/graphql":
         return {"query": body.decode("utf-8", "replace")}
     if content_type not in (JSON, ""):

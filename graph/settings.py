@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     cache_epoch_poll_ms: int = Field(
         default=1000, ge=100, le=60_000, validation_alias="CACHE_EPOCH_POLL_MS"
     )
+    # Twice a 1,000-threat batch with 4,000-character descriptions and 10 indicators (5 MiB).
+    max_body_bytes: int = Field(
+        default=10 * 2**20, ge=1024, le=2**30, validation_alias="MAX_BODY_BYTES"
+    )
 
     @field_validator("crawler_token", "admin_token")
     @classmethod
