@@ -47,9 +47,17 @@ def etag_of(body: bytes) -> bytes:
     return b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
 
 
+def _raw_accept(scope: MutableMapping[str, Any]) -> str | None:
+    return (_header(scope, b"accept") or b"").decode("latin-1")
+
+
 class OperationCache:
-    """ASGI middleware for one GraphQL path. `cache()` gives the process's Cache (or None);
-    `prepare(request)` may rewrite a request's parameters first (persisted queries)."""
+    """ASGI middleware for one GraphQL path. `cache()` gives the process's Cache (or None).
+
+    `vary(scope)` names what the app's answer depends on beyond the GraphQL request (its
+    content negotiation), from the method, query string and Accept header alone: part of the
+    key, and None for a request never answered from an entry. The default, the Accept header
+    as sent, is never wrong, only less shared."""
 
     def __init__(
         self,
@@ -58,12 +66,14 @@ class OperationCache:
         *,
         path: str = "/graphql",
         identity: Callable[[MutableMapping[str, Any]], str | None] = lambda scope: None,
+        vary: Callable[[MutableMapping[str, Any]], str | None] = _raw_accept,
         max_known: int = 10_000,
     ) -> None:
         self.app = app
         self.cache = cache
         self.path = path
         self.identity = identity
+        self.vary = vary
         # op key -> the tags its entry depends on, so an L2 hit is one MGET; and op keys
         # whose policy is PRIVATE, which are keyed per caller.
         self._tags: OrderedDict[str, tuple[str, ...]] = OrderedDict()
@@ -82,8 +92,15 @@ class OperationCache:
             await self.app(scope, receive, send)
             return
         body, receive = await _buffer(receive)
-        # The same request bytes always make the same key: remember it, skip the parsing.
-        memo = (scope["method"], scope.get("query_string", b""), body, _header(scope, b"accept"))
+        # The same request bytes always make the same key: remember it, skip the parsing. Every
+        # header the key (or `vary`) reads is part of the memo.
+        memo = (
+            scope["method"],
+            scope.get("query_string", b""),
+            body,
+            _header(scope, b"accept"),
+            _header(scope, b"content-type"),
+        )
         key = self._keys.get(memo) if len(body) <= 8192 else None
         if key is None:
             key = self._key(scope, body)
@@ -111,8 +128,12 @@ class OperationCache:
         await self._miss(cache, key, scope, receive, send)
 
     def _key(self, scope: MutableMapping[str, Any], body: bytes) -> str | None:
-        """document hash | operation name | canonical variables | media type; None when
-        the request is not one we can key (the app then answers it, errors included)."""
+        """document hash | operation name | canonical variables | variant; None when the
+        request is not one we can key (the app then answers it, errors included). A body is
+        keyed only as JSON: any other content type, even one the app accepts, goes to the app."""
+        variant = self.vary(scope)
+        if variant is None:
+            return None
         try:
             if scope["method"] == "GET":
                 raw = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
@@ -121,9 +142,8 @@ class OperationCache:
                     if name in params:
                         params[name] = orjson.loads(params[name])
             else:
-                if (_header(scope, b"content-type") or b"").split(b";")[
-                    0
-                ].strip() != b"application/json":
+                content_type = _header(scope, b"content-type") or b""
+                if content_type.split(b";")[0].strip().lower() != b"application/json":
                     return None
                 params = orjson.loads(body)
             query, extensions = params.get("query"), params.get("extensions") or {}
@@ -137,14 +157,12 @@ class OperationCache:
             else:
                 return None
             variables = canonical_args(params.get("variables") or {})
-            accept = _header(scope, b"accept") or b""
-            media = b"g" if b"graphql-response+json" in accept.split(b",")[0] else b"j"
         except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
             return None
         name = params.get("operationName") or ""
         if not isinstance(name, str):
             return None
-        raw_key = f"{document}|{name}|{variables}|{media.decode()}"
+        raw_key = f"{document}|{name}|{variables}|{variant}"
         return hashlib.sha256(raw_key.encode()).hexdigest()[:40]
 
     async def _remote(self, cache: Cache, key: str) -> LocalEntry | None:

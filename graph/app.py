@@ -22,7 +22,7 @@ from graph.admin import cache_stats_dict, clear_cache
 from graph.body_limit import BodyLimit
 from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error
-from graph.http import graphql_endpoint, json_response
+from graph.http import graphql_endpoint, json_response, response_variant
 from graph.persisted import PersistedQueries
 from graph.schema import schema
 from graph.settings import Settings, get_settings
@@ -187,6 +187,6 @@ def create_app(
     served: ASGIApp = app
     if settings.cache_operations:
         # Whole-operation hits are answered here, before FastAPI routing.
-        served = OperationCache(app, lambda: state["cache"], path="/graphql")
+        served = OperationCache(app, lambda: state["cache"], path="/graphql", vary=response_variant)
     # Outermost: no layer inside holds more of a body than the limit.
     return BodyLimit(served, settings.max_body_bytes)

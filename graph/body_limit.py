@@ -12,9 +12,11 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from graph.errors import ApiError, http_error
+from graph.http import negotiate
 
 
 class _PayloadTooLarge(ApiError):
@@ -49,7 +51,7 @@ class BodyLimit:
             return
         declared = _declared_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, send)
             return
         received = 0
         exceeded = False
@@ -78,12 +80,13 @@ class BodyLimit:
             if not exceeded or started:
                 raise
         if exceeded and not started:
-            await self._refuse(send)
+            await self._refuse(scope, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
         # Closing the connection stops a client from sending the rest of a body nobody reads.
+        media_type = negotiate(Headers(scope=scope).get("accept", ""))
         headers = [
-            (b"content-type", b"application/json"),
+            (b"content-type", media_type.encode()),
             (b"content-length", str(len(self._body)).encode()),
             (b"cache-control", b"no-store"),
             (b"connection", b"close"),

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.types import Scope
 from strawberry.exceptions import MissingQueryError
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema import BaseSchema
@@ -32,16 +34,44 @@ class _MethodNotAllowed(ApiError):
     status = 405
 
 
-def _media_type(request: Request) -> str:
-    """The new GraphQL media type when the client lists it before plain JSON."""
-    ranges = [
-        part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(",")
-    ]
-    if GRAPHQL_RESPONSE in ranges and (
-        JSON not in ranges or ranges.index(GRAPHQL_RESPONSE) < ranges.index(JSON)
-    ):
+def negotiate(accept: str) -> str:
+    """The media type an answer is sent as: the new GraphQL one when the client prefers it to
+    plain JSON (a higher q, or as high and listed first), else JSON. Shared with the
+    whole-operation cache, whose key must follow it exactly."""
+    ranked: dict[str, tuple[float, int]] = {}
+    for position, part in enumerate(accept.split(",")):
+        media, *parameters = part.split(";")
+        media = media.strip().lower()
+        if media not in (GRAPHQL_RESPONSE, JSON) or media in ranked:
+            continue
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranked[media] = (quality if 0 <= quality <= 1 else 0.0, -position)
+    preferred = ranked.get(GRAPHQL_RESPONSE)
+    plain = ranked.get(JSON)
+    if preferred is not None and preferred[0] > 0 and (plain is None or preferred > plain):
         return GRAPHQL_RESPONSE
     return JSON
+
+
+def _graphiql(method: str, accept: str, query_params: QueryParams) -> bool:
+    """A browser opening the endpoint: answered with GraphiQL, never with an operation."""
+    return method == "GET" and "text/html" in accept and "query" not in query_params
+
+
+def response_variant(scope: Scope) -> str | None:
+    """What the endpoint's answer depends on beyond the GraphQL request itself: the media type
+    it negotiates; None when it answers with GraphiQL. The whole-operation cache keys on it."""
+    accept = Headers(scope=scope).get("accept", "")
+    if _graphiql(scope["method"], accept, QueryParams(scope.get("query_string", b""))):
+        return None
+    return negotiate(accept)
 
 
 def json_response(
@@ -111,12 +141,9 @@ def graphql_endpoint(
     """The Starlette endpoint serving `schema` at one path."""
 
     async def endpoint(request: Request) -> Response:
-        media_type = _media_type(request)
-        if (
-            request.method == "GET"
-            and "text/html" in request.headers.get("accept", "")
-            and "query" not in request.query_params
-        ):
+        accept = request.headers.get("accept", "")
+        media_type = negotiate(accept)
+        if _graphiql(request.method, accept, request.query_params):
             return HTMLResponse(_GRAPHIQL)
         if request.method not in ("GET", "POST"):
             error: ApiError = _MethodNotAllowed("use GET or POST")
