@@ -31,7 +31,7 @@ logger = logging.getLogger("vajra.cache")
 
 ASGIApp = Callable[..., Any]
 OPERATION = "(operation)"  # the coordinate whole-operation hits and misses are counted under
-# Which process answered: lets clients (and the cross-process benchmark) tell workers apart.
+# Which process answered, when asked for: the cross-process benchmark tells workers apart.
 NODE = (b"x-cache-node", f"{socket.gethostname()}-{os.getpid()}".encode())
 _JSON_TYPES = (b"application/json", b"application/graphql-response+json")
 
@@ -54,6 +54,10 @@ def _raw_accept(scope: MutableMapping[str, Any]) -> str | None:
 class OperationCache:
     """ASGI middleware for one GraphQL path. `cache()` gives the process's Cache (or None).
 
+    `debug(scope)` says whether a request's X-Cache-Debug header is honoured: such a request
+    is answered field by field, never from an entry and never stored. `node` adds
+    x-cache-node (host and process id) to every answer.
+
     `vary(scope)` names what the app's answer depends on beyond the GraphQL request (its
     content negotiation), from the method, query string and Accept header alone: part of the
     key, and None for a request never answered from an entry. The default, the Accept header
@@ -67,6 +71,8 @@ class OperationCache:
         path: str = "/graphql",
         identity: Callable[[MutableMapping[str, Any]], str | None] = lambda scope: None,
         vary: Callable[[MutableMapping[str, Any]], str | None] = _raw_accept,
+        debug: Callable[[MutableMapping[str, Any]], bool] = lambda scope: False,
+        node: bool = False,
         max_known: int = 10_000,
     ) -> None:
         self.app = app
@@ -74,6 +80,8 @@ class OperationCache:
         self.path = path
         self.identity = identity
         self.vary = vary
+        self.debug = debug
+        self._extra = [NODE] if node else []
         # op key -> the tags its entry depends on, so an L2 hit is one MGET; and op keys
         # whose policy is PRIVATE, which are keyed per caller.
         self._tags: OrderedDict[str, tuple[str, ...]] = OrderedDict()
@@ -87,7 +95,7 @@ class OperationCache:
             cache is None
             or not cache.enabled
             or scope["method"] not in ("GET", "POST")
-            or _header(scope, b"x-cache-debug") is not None  # field by field, not stored
+            or (_header(scope, b"x-cache-debug") is not None and self.debug(scope))
         ):
             await self.app(scope, receive, send)
             return
@@ -122,7 +130,7 @@ class OperationCache:
             entry = await self._remote(cache, key)
         if entry is not None:
             cache.stats.record(OPERATION, "HIT")
-            await _respond(scope, send, entry, cache.clock(), "HIT")
+            await _respond(scope, send, entry, cache.clock(), "HIT", self._extra)
             return
         cache.stats.record(OPERATION, "MISS")
         await self._miss(cache, key, scope, receive, send)
@@ -269,7 +277,7 @@ class OperationCache:
         )
         if not cacheable or key is None:
             headers.append((b"cache-control", b"no-store"))
-            headers.append(NODE)
+            headers.extend(self._extra)
             headers.append((b"content-length", str(len(body)).encode()))
             await send({**started, "headers": headers})
             await send({"type": "http.response.body", "body": body})
@@ -295,7 +303,9 @@ class OperationCache:
             await self._store(cache, key, entry, record)
             if cache.local_epoch == epoch:  # nothing was invalidated while we computed
                 cache.local.put(key, entry)
-        await _respond(scope, send, entry, now, "MISS", status=started.get("status", 200))
+        await _respond(
+            scope, send, entry, now, "MISS", self._extra, status=started.get("status", 200)
+        )
 
     def _remember_tags(self, key: str, tags: tuple[str, ...]) -> None:
         self._tags[key] = tags
@@ -354,6 +364,7 @@ async def _respond(
     entry: LocalEntry,
     now: float,
     status_text: str,
+    extra: list[tuple[bytes, bytes]],
     status: int = 200,
 ) -> None:
     age = max(0, int(now - entry.created))
@@ -365,7 +376,7 @@ async def _respond(
         (b"age", str(age).encode()),
         (b"etag", tag),
         (b"x-cache", status_text.encode()),
-        NODE,
+        *extra,
     ]
     match = _header(scope, b"if-none-match")
     if match is not None and tag in [m.strip() for m in match.split(b",")] + [b"*"]:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
@@ -129,13 +130,20 @@ def create_app(
     app = FastAPI(title="Vajra", lifespan=lifespan)
     app.state.db = database
 
+    def debug(headers: Headers) -> bool:
+        """X-Cache-Debug: 1 is honoured (keys shown, the whole-operation cache skipped) for
+        the admin's token, or for anyone on a development server; otherwise ignored."""
+        return headers.get("x-cache-debug") == "1" and (
+            settings.cache_debug_header or tokens.grants(Role.ADMIN, headers.get("authorization"))
+        )
+
     def context_for(request: Request) -> Context:
         return Context(
             db=database,
             tokens=tokens,
             authorization=request.headers.get("authorization"),
             cache=state["cache"],
-            cache_debug=request.headers.get("x-cache-debug") == "1",
+            cache_debug=debug(request.headers),
             cache_operation=request.scope.get("cache.operation"),
         )
 
@@ -163,8 +171,11 @@ def create_app(
         return json_response(body)
 
     @app.get("/api/cache/stats")
-    async def cache_stats() -> Response:
-        return json_response(await cache_stats_dict(state["cache"]))
+    async def cache_stats(request: Request) -> Response:
+        stats = await cache_stats_dict(state["cache"])
+        if not tokens.grants(Role.ADMIN, request.headers.get("authorization")):
+            del stats["invalidations"]  # counts are public; the tags name what changed
+        return json_response(stats)
 
     @app.post("/api/cache/clear")
     async def cache_clear(request: Request, pattern: str | None = None) -> Response:
@@ -187,6 +198,13 @@ def create_app(
     served: ASGIApp = app
     if settings.cache_operations:
         # Whole-operation hits are answered here, before FastAPI routing.
-        served = OperationCache(app, lambda: state["cache"], path="/graphql", vary=response_variant)
+        served = OperationCache(
+            app,
+            lambda: state["cache"],
+            path="/graphql",
+            vary=response_variant,
+            debug=lambda scope: debug(Headers(scope=scope)),
+            node=settings.cache_node_header,
+        )
     # Outermost: no layer inside holds more of a body than the limit.
     return BodyLimit(served, settings.max_body_bytes)

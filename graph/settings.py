@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     cache_epoch_poll_ms: int = Field(
         default=1000, ge=100, le=60_000, validation_alias="CACHE_EPOCH_POLL_MS"
     )
+    # X-Cache-Debug shows keys and skips the whole-operation cache: the admin's alone, unless
+    # this is a development server.
+    cache_debug_header: bool = Field(default=False, validation_alias="CACHE_DEBUG_HEADER")
+    # x-cache-node names the host and process id that answered (benchmarks tell workers apart).
+    cache_node_header: bool = Field(default=False, validation_alias="CACHE_NODE_HEADER")
     # Twice a 1,000-threat batch with 4,000-character descriptions and 10 indicators (5 MiB).
     max_body_bytes: int = Field(
         default=10 * 2**20, ge=1024, le=2**30, validation_alias="MAX_BODY_BYTES"
