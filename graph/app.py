@@ -24,7 +24,7 @@ from graph.body_limit import BodyLimit
 from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error
 from graph.http import graphql_endpoint, json_response, response_variant
-from graph.persisted import PersistedQueries
+from graph.persisted import PersistedQueries, load_safelist
 from graph.schema import schema
 from graph.settings import Settings, get_settings
 from resolvers.errors import ResolverError
@@ -147,7 +147,16 @@ def create_app(
             cache_operation=request.scope.get("cache.operation"),
         )
 
-    persisted = PersistedQueries(lambda: state["cache"])
+    persisted = PersistedQueries(
+        lambda: state["cache"],
+        max_kept=settings.persisted_queries_max,
+        max_bytes=settings.persisted_queries_max_bytes,
+        safelist=(
+            load_safelist(settings.persisted_queries_file)
+            if settings.persisted_queries == "safelist" and settings.persisted_queries_file
+            else None
+        ),
+    )
     app.add_route(
         "/graphql", graphql_endpoint(schema, context_for, persisted), methods=["GET", "POST"]
     )

@@ -182,6 +182,8 @@ def graphql_endpoint(
         # type; one that executed has `data`, null or not, and a 2xx. application/json keeps
         # 200 and `data` for every well-formed request.
         executed = result.data is not None or any(e.path for e in result.errors or ())
+        if persisted is not None and executed:
+            await persisted.register(params)  # a document that parsed and validated
         refused = media_type == GRAPHQL_RESPONSE and not executed
         body: dict[str, Any] = {} if refused else {"data": result.data}
         if result.errors:
