@@ -18,8 +18,9 @@ from cache import Cache, MemoryBackend
 from graph.app import create_app
 from graph.settings import Settings
 from resolvers.store import Database
-from tests.conftest import REDIS_URL
+from tests.conftest import CRAWLER, REDIS_URL
 from tests.servers import Server, base_env
+from tests.test_ingest import INGEST, crawled
 
 LIMIT = 4096
 QUERY = orjson.dumps({"query": "{ stats { totalThreats } }"})
@@ -114,12 +115,30 @@ async def test_a_body_of_exactly_the_limit_is_answered(sqlite_db: Database) -> N
     assert over.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
 
 
-async def test_the_default_limit_passes_a_large_crawler_batch(client: httpx.AsyncClient) -> None:
-    assert Settings().max_body_bytes == 10 * 2**20
-    ten_mib = await client.post(
-        "/graphql", content=b" " * (10 * 2**20 + 1), headers={"content-type": "application/json"}
+async def test_the_default_limit_passes_a_crawler_batch_with_long_descriptions(
+    client: httpx.AsyncClient,
+) -> None:
+    description = ("A heap buffer overflow in the TLS handshake parser. " * 80)[:4000]
+    threats = [
+        crawled(
+            n,
+            description=description,
+            indicators=[
+                {"kind": "URL", "value": f"https://x{n}-{i}.example/p.bin"} for i in range(10)
+            ],
+        )
+        for n in range(1000)
+    ]
+    body = orjson.dumps({"query": INGEST, "variables": {"threats": threats}})
+    assert 4.5 * 2**20 < len(body) < Settings().max_body_bytes / 2
+    response = await client.post(
+        "/graphql",
+        content=body,
+        headers={"content-type": "application/json", "authorization": f"Bearer {CRAWLER}"},
     )
-    assert ten_mib.status_code == 413
+    assert response.json()["data"]["ingestThreats"]["inserted"] == 1000, response.text[:300]
+    over = await client.post("/graphql", content=b" " * (Settings().max_body_bytes + 1))
+    assert over.status_code == 413
 
 
 # -- a real server: its memory while 100 MB bodies are sent ----------------------------------

@@ -24,7 +24,7 @@ Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def client(sqlite_db: Database, redis_cache: Cache) -> Client:
+def serve(sqlite_db: Database, redis_cache: Cache) -> Client:
     @asynccontextmanager
     async def make(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
         await add(sqlite_db, threat_input(1))
@@ -40,8 +40,8 @@ def client(sqlite_db: Database, redis_cache: Cache) -> Client:
     return make
 
 
-async def test_anyones_debug_header_is_ignored_and_skips_no_cache(client: Client) -> None:
-    async with client() as http:
+async def test_anyones_debug_header_is_ignored_and_skips_no_cache(serve: Client) -> None:
+    async with serve() as http:
         await http.post("/graphql", json=QUERY)
         for value in ("1", "yes", ""):
             response = await http.post("/graphql", json=QUERY, headers={"X-Cache-Debug": value})
@@ -54,9 +54,9 @@ async def test_anyones_debug_header_is_ignored_and_skips_no_cache(client: Client
 
 
 async def test_the_admins_debug_header_reports_every_field_and_is_never_stored(
-    client: Client,
+    serve: Client,
 ) -> None:
-    async with client() as http:
+    async with serve() as http:
         for _ in range(2):
             debug = await http.post(
                 "/graphql", json=QUERY, headers={"X-Cache-Debug": "1", **AS_ADMIN}
@@ -71,26 +71,26 @@ async def test_the_admins_debug_header_reports_every_field_and_is_never_stored(
         assert plain.headers["x-cache"] == "HIT"
 
 
-async def test_a_development_server_honours_anyones_debug_header(client: Client) -> None:
-    async with client(CACHE_DEBUG_HEADER=True) as http:
+async def test_a_development_server_honours_anyones_debug_header(serve: Client) -> None:
+    async with serve(CACHE_DEBUG_HEADER=True) as http:
         debug = await http.post("/graphql", json=QUERY, headers={"X-Cache-Debug": "1"})
     assert debug.json()["extensions"]["cache"]
 
 
-async def test_the_node_header_is_sent_only_when_asked_for(client: Client) -> None:
-    async with client() as http:
+async def test_the_node_header_is_sent_only_when_asked_for(serve: Client) -> None:
+    async with serve() as http:
         answers = [await http.post("/graphql", json=QUERY) for _ in range(2)]
         answers.append(await http.post("/graphql", json={"query": "{ nope }"}))
     assert [a.headers.get("x-cache") for a in answers] == ["MISS", "HIT", None]
     assert all("x-cache-node" not in a.headers for a in answers)
-    async with client(CACHE_NODE_HEADER=True) as http:
+    async with serve(CACHE_NODE_HEADER=True) as http:
         answers = [await http.post("/graphql", json=QUERY) for _ in range(2)]
         answers.append(await http.post("/graphql", json={"query": "{ nope }"}))
     assert all(a.headers["x-cache-node"] for a in answers)
 
 
-async def test_the_tags_invalidated_are_the_admins_and_the_counts_anyones(client: Client) -> None:
-    async with client() as http:
+async def test_the_tags_invalidated_are_the_admins_and_the_counts_anyones(serve: Client) -> None:
+    async with serve() as http:
         await http.post(
             "/graphql",
             json={"query": INGEST, "variables": {"threats": [crawled(7)]}},

@@ -31,7 +31,7 @@ def sha(text: str) -> str:
 
 
 @pytest.fixture
-def client(sqlite_db: Database, redis_cache: Cache) -> Client:
+def serve(sqlite_db: Database, redis_cache: Cache) -> Client:
     @asynccontextmanager
     async def make(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(
@@ -50,7 +50,7 @@ def stored(redis_client: aioredis.Redis, redis_cache: Cache) -> Callable[[], Any
     """The persisted queries this test's namespace holds in Redis: (count, bytes)."""
 
     async def count() -> tuple[int, int]:
-        keys = [k async for k in redis_client.scan_iter(match=f"{redis_cache.keys.persisted('*')}")]
+        keys = [k async for k in redis_client.scan_iter(match=redis_cache.keys.persisted("*"))]
         sizes = [await redis_client.strlen(k) for k in keys]
         return len(keys), sum(sizes)
 
@@ -67,10 +67,10 @@ async def by_hash(http: httpx.AsyncClient, text: str) -> httpx.Response:
 
 
 async def test_a_10_mb_registration_is_refused_and_nothing_is_stored(
-    client: Client, stored: Callable[[], Any]
+    serve: Client, stored: Callable[[], Any]
 ) -> None:
     huge = "{ stats { totalThreats } }" + " " * 10_000_000
-    async with client() as http:
+    async with serve() as http:
         refused = await register(http, huge)
         again = await by_hash(http, huge)
     assert refused.status_code == 400
@@ -80,11 +80,11 @@ async def test_a_10_mb_registration_is_refused_and_nothing_is_stored(
 
 
 async def test_a_query_of_the_largest_size_registers_one_byte_more_does_not(
-    client: Client,
+    serve: Client,
 ) -> None:
     base = "{ stats { totalThreats } }"
     largest = base + " " * (1024 - len(base))
-    async with client(PERSISTED_QUERIES_MAX_BYTES=1024) as http:
+    async with serve(PERSISTED_QUERIES_MAX_BYTES=1024) as http:
         assert "errors" not in (await register(http, largest)).json()
         assert (await by_hash(http, largest)).json() == {"data": {"stats": {"totalThreats": 0}}}
         assert codes((await register(http, largest + " ")).json()) == ["PERSISTED_QUERY_TOO_LARGE"]
@@ -95,19 +95,19 @@ async def test_a_query_of_the_largest_size_registers_one_byte_more_does_not(
     [("{ nope }", "GRAPHQL_VALIDATION_FAILED"), ("{ stats {", "GRAPHQL_PARSE_FAILED")],
 )
 async def test_a_document_that_does_not_validate_is_not_registered(
-    client: Client, stored: Callable[[], Any], document: str, code: str
+    serve: Client, stored: Callable[[], Any], document: str, code: str
 ) -> None:
-    async with client() as http:
+    async with serve() as http:
         assert codes((await register(http, document)).json()) == [code]
         assert codes((await by_hash(http, document)).json()) == ["PERSISTED_QUERY_NOT_FOUND"]
     assert await stored() == (0, 0)
 
 
 async def test_a_flood_of_registrations_keeps_redis_bounded(
-    client: Client, stored: Callable[[], Any]
+    serve: Client, stored: Callable[[], Any]
 ) -> None:
     documents = [f"query Q{n} {{ stats {{ totalThreats }} }}" for n in range(300)]
-    async with client(PERSISTED_QUERIES_MAX=16) as http:
+    async with serve(PERSISTED_QUERIES_MAX=16) as http:
         for text in documents:
             assert "errors" not in (await register(http, text)).json()
         assert "errors" not in (await by_hash(http, documents[-1])).json()
@@ -147,11 +147,11 @@ def manifest(path: Path, *bodies: str, wrong: bool = False) -> str:
 
 
 async def test_a_safelist_runs_its_queries_only(
-    client: Client, stored: Callable[[], Any], tmp_path: Path
+    serve: Client, stored: Callable[[], Any], tmp_path: Path
 ) -> None:
     path = manifest(tmp_path / "manifest.json", LISTED)
     answer = {"data": {"stats": {"totalThreats": 0}}}
-    async with client(PERSISTED_QUERIES="safelist", PERSISTED_QUERIES_FILE=path) as http:
+    async with serve(PERSISTED_QUERIES="safelist", PERSISTED_QUERIES_FILE=path) as http:
         assert (await by_hash(http, LISTED)).json() == answer
         assert (await http.post("/graphql", json={"query": LISTED})).json() == answer
         assert (await register(http, LISTED)).json() == answer
