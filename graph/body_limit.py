@@ -28,12 +28,18 @@ class _Exceeded(Exception):
     """Raised into the app by `receive` at the chunk that passes the limit."""
 
 
-def _declared_length(scope: MutableMapping[str, Any]) -> int | None:
+def _framing(scope: MutableMapping[str, Any]) -> tuple[int | None, bool]:
+    """The declared length, and whether the body may be longer than declared: chunked, or
+    HTTP/2 and later without a declared length (their bodies need no header to exist)."""
+    declared, chunked = None, False
     for name, value in scope["headers"]:
         if name == b"content-length":
-            # The server has already refused a malformed one; anything else is not ours to judge.
-            return int(value) if value.isdigit() else None
-    return None
+            # The server has refused a malformed one; anything else is not ours to judge.
+            declared = int(value) if value.isdigit() else None
+        elif name == b"transfer-encoding":
+            chunked = True
+    http1 = scope.get("http_version", "1.1").startswith("1.")
+    return declared, chunked or (not http1 and declared is None)
 
 
 class BodyLimit:
@@ -49,9 +55,13 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _declared_length(scope)
+        declared, unbounded = _framing(scope)
         if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, send)
+            return
+        if not unbounded:
+            # The server delivers no more than the declared length (none: an empty body).
+            await self.app(scope, receive, send)
             return
         received = 0
         exceeded = False

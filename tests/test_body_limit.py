@@ -44,6 +44,8 @@ class Call:
         headers = [(b"content-type", b"application/json"), (b"host", b"t")]
         if declared is not None:
             headers.append((b"content-length", str(declared).encode()))
+        else:
+            headers.append((b"transfer-encoding", b"chunked"))
         self.scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
