@@ -143,6 +143,7 @@ def main() -> None:
                 "DATABASE_URL": sqlite_url(path),
                 "REDIS_URL": redis.url,
                 "VAJRA_CRAWLER_TOKEN": TOKEN,
+                "CACHE_NODE_HEADER": "true",  # x-cache-node: which worker answered
             }
             with server(env, workers=2) as port:
                 time.sleep(1)  # both workers subscribed

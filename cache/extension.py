@@ -121,6 +121,8 @@ class CacheExtension(SchemaExtension):
                 records,
                 record if isinstance(record, OperationRecord) else None,
             )
+            if records is not None and state.record is not None:
+                state.record.cacheable = False  # an answer with keys in it is never stored
         self._state = state
         token = _operation.set(state)
         try:

@@ -31,7 +31,7 @@ logger = logging.getLogger("vajra.cache")
 
 ASGIApp = Callable[..., Any]
 OPERATION = "(operation)"  # the coordinate whole-operation hits and misses are counted under
-# Which process answered: lets clients (and the cross-process benchmark) tell workers apart.
+# Which process answered, when asked for: the cross-process benchmark tells workers apart.
 NODE = (b"x-cache-node", f"{socket.gethostname()}-{os.getpid()}".encode())
 _JSON_TYPES = (b"application/json", b"application/graphql-response+json")
 
@@ -47,9 +47,21 @@ def etag_of(body: bytes) -> bytes:
     return b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
 
 
+def _raw_accept(scope: MutableMapping[str, Any]) -> str | None:
+    return (_header(scope, b"accept") or b"").decode("latin-1")
+
+
 class OperationCache:
-    """ASGI middleware for one GraphQL path. `cache()` gives the process's Cache (or None);
-    `prepare(request)` may rewrite a request's parameters first (persisted queries)."""
+    """ASGI middleware for one GraphQL path. `cache()` gives the process's Cache (or None).
+
+    `debug(scope)` says whether a request's X-Cache-Debug header is honoured: such a request
+    is answered field by field, never from an entry and never stored. `node` adds
+    x-cache-node (host and process id) to every answer.
+
+    `vary(scope)` names what the app's answer depends on beyond the GraphQL request (its
+    content negotiation), from the method, query string and Accept header alone: part of the
+    key, and None for a request never answered from an entry. The default, the Accept header
+    as sent, is never wrong, only less shared."""
 
     def __init__(
         self,
@@ -58,12 +70,18 @@ class OperationCache:
         *,
         path: str = "/graphql",
         identity: Callable[[MutableMapping[str, Any]], str | None] = lambda scope: None,
+        vary: Callable[[MutableMapping[str, Any]], str | None] = _raw_accept,
+        debug: Callable[[MutableMapping[str, Any]], bool] = lambda scope: False,
+        node: bool = False,
         max_known: int = 10_000,
     ) -> None:
         self.app = app
         self.cache = cache
         self.path = path
         self.identity = identity
+        self.vary = vary
+        self.debug = debug
+        self._extra = [NODE] if node else []
         # op key -> the tags its entry depends on, so an L2 hit is one MGET; and op keys
         # whose policy is PRIVATE, which are keyed per caller.
         self._tags: OrderedDict[str, tuple[str, ...]] = OrderedDict()
@@ -77,13 +95,20 @@ class OperationCache:
             cache is None
             or not cache.enabled
             or scope["method"] not in ("GET", "POST")
-            or _header(scope, b"x-cache-debug") is not None  # field by field, not stored
+            or (_header(scope, b"x-cache-debug") is not None and self.debug(scope))
         ):
             await self.app(scope, receive, send)
             return
         body, receive = await _buffer(receive)
-        # The same request bytes always make the same key: remember it, skip the parsing.
-        memo = (scope["method"], scope.get("query_string", b""), body, _header(scope, b"accept"))
+        # The same request bytes always make the same key: remember it, skip the parsing. Every
+        # header the key (or `vary`) reads is part of the memo.
+        memo = (
+            scope["method"],
+            scope.get("query_string", b""),
+            body,
+            _header(scope, b"accept"),
+            _header(scope, b"content-type"),
+        )
         key = self._keys.get(memo) if len(body) <= 8192 else None
         if key is None:
             key = self._key(scope, body)
@@ -105,14 +130,18 @@ class OperationCache:
             entry = await self._remote(cache, key)
         if entry is not None:
             cache.stats.record(OPERATION, "HIT")
-            await _respond(scope, send, entry, cache.clock(), "HIT")
+            await _respond(scope, send, entry, cache.clock(), "HIT", self._extra)
             return
         cache.stats.record(OPERATION, "MISS")
         await self._miss(cache, key, scope, receive, send)
 
     def _key(self, scope: MutableMapping[str, Any], body: bytes) -> str | None:
-        """document hash | operation name | canonical variables | media type; None when
-        the request is not one we can key (the app then answers it, errors included)."""
+        """document hash | operation name | canonical variables | variant; None when the
+        request is not one we can key (the app then answers it, errors included). A body is
+        keyed only as JSON: any other content type, even one the app accepts, goes to the app."""
+        variant = self.vary(scope)
+        if variant is None:
+            return None
         try:
             if scope["method"] == "GET":
                 raw = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
@@ -121,9 +150,8 @@ class OperationCache:
                     if name in params:
                         params[name] = orjson.loads(params[name])
             else:
-                if (_header(scope, b"content-type") or b"").split(b";")[
-                    0
-                ].strip() != b"application/json":
+                content_type = _header(scope, b"content-type") or b""
+                if content_type.split(b";")[0].strip().lower() != b"application/json":
                     return None
                 params = orjson.loads(body)
             query, extensions = params.get("query"), params.get("extensions") or {}
@@ -137,14 +165,12 @@ class OperationCache:
             else:
                 return None
             variables = canonical_args(params.get("variables") or {})
-            accept = _header(scope, b"accept") or b""
-            media = b"g" if b"graphql-response+json" in accept.split(b",")[0] else b"j"
         except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
             return None
         name = params.get("operationName") or ""
         if not isinstance(name, str):
             return None
-        raw_key = f"{document}|{name}|{variables}|{media.decode()}"
+        raw_key = f"{document}|{name}|{variables}|{variant}"
         return hashlib.sha256(raw_key.encode()).hexdigest()[:40]
 
     async def _remote(self, cache: Cache, key: str) -> LocalEntry | None:
@@ -251,7 +277,7 @@ class OperationCache:
         )
         if not cacheable or key is None:
             headers.append((b"cache-control", b"no-store"))
-            headers.append(NODE)
+            headers.extend(self._extra)
             headers.append((b"content-length", str(len(body)).encode()))
             await send({**started, "headers": headers})
             await send({"type": "http.response.body", "body": body})
@@ -277,7 +303,9 @@ class OperationCache:
             await self._store(cache, key, entry, record)
             if cache.local_epoch == epoch:  # nothing was invalidated while we computed
                 cache.local.put(key, entry)
-        await _respond(scope, send, entry, now, "MISS", status=started.get("status", 200))
+        await _respond(
+            scope, send, entry, now, "MISS", self._extra, status=started.get("status", 200)
+        )
 
     def _remember_tags(self, key: str, tags: tuple[str, ...]) -> None:
         self._tags[key] = tags
@@ -336,6 +364,7 @@ async def _respond(
     entry: LocalEntry,
     now: float,
     status_text: str,
+    extra: list[tuple[bytes, bytes]],
     status: int = 200,
 ) -> None:
     age = max(0, int(now - entry.created))
@@ -347,7 +376,7 @@ async def _respond(
         (b"age", str(age).encode()),
         (b"etag", tag),
         (b"x-cache", status_text.encode()),
-        NODE,
+        *extra,
     ]
     match = _header(scope, b"if-none-match")
     if match is not None and tag in [m.strip() for m in match.split(b",")] + [b"*"]:

@@ -1,12 +1,17 @@
-"""Cache administration for this schema: the families it knows, stats and clearing."""
+"""Cache administration for this schema: the families it knows, stats and clearing.
+
+Counts are public; the tags invalidated are the admin's, since they name what changed
+(threat ids, sources, categories) and when."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import strawberry
+from strawberry.types import Info
 
 from cache import Cache
+from graph.context import Context, Role
 from resolvers.errors import InvalidInput
 
 FAMILIES = ("stats", "threats", "charts")
@@ -34,6 +39,12 @@ class TagInvalidations:
     count: int
 
 
+def _invalidations(root: CacheStats, info: Info[Context, None]) -> list[TagInvalidations]:
+    """The admin's alone: null, with FORBIDDEN or UNAUTHENTICATED, for anyone else."""
+    info.context.require(Role.ADMIN)
+    return [TagInvalidations(tag=t, count=n) for t, n in root.tag_counts.items()]
+
+
 @strawberry.type
 class CacheStats:
     status: str
@@ -43,7 +54,11 @@ class CacheStats:
     misses: int
     hit_rate: float
     fields: list[FieldCacheStats]
-    invalidations: list[TagInvalidations]
+    tag_counts: strawberry.Private[dict[str, int]]
+    invalidations: list[TagInvalidations] | None = strawberry.field(
+        resolver=_invalidations,
+        description="Invalidations per tag (the admin's token): tags name what changed.",
+    )
 
 
 def family_of(pattern: str | None) -> str | None:
@@ -105,5 +120,5 @@ async def read_cache_stats(cache: Cache | None) -> CacheStats:
         fields=[
             FieldCacheStats(coordinate=name, **counts) for name, counts in data["fields"].items()
         ],
-        invalidations=[TagInvalidations(tag=t, count=n) for t, n in data["invalidations"].items()],
+        tag_counts=data["invalidations"],
     )

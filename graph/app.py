@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -22,10 +23,11 @@ from cache.backends import MemoryBackend, backend_for
 from cache.keys import fingerprint
 from cache.operation import OperationCache
 from graph.admin import cache_stats_dict, clear_cache
+from graph.body_limit import BodyLimit
 from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error, status_error
-from graph.http import SecurityHeaders, graphql_endpoint, json_response
-from graph.persisted import PersistedQueries
+from graph.http import SecurityHeaders, graphql_endpoint, json_response, response_variant
+from graph.persisted import PersistedQueries, load_safelist
 from graph.schema import schema
 from graph.settings import Settings, get_settings
 from resolvers.errors import ResolverError
@@ -158,18 +160,34 @@ def create_app(
         logger.error("unexpected error", exc_info=exc)
         return json_response(status_error(500, "Internal server error"), 500)
 
+    def debug(headers: Headers) -> bool:
+        """X-Cache-Debug: 1 is honoured (keys shown, the whole-operation cache skipped) for
+        the admin's token, or for anyone on a development server; otherwise ignored."""
+        return headers.get("x-cache-debug") == "1" and (
+            settings.cache_debug_header or tokens.grants(Role.ADMIN, headers.get("authorization"))
+        )
+
     def context_for(request: Request) -> Context:
         return Context(
             db=database,
             tokens=tokens,
             authorization=request.headers.get("authorization"),
             cache=state["cache"],
-            cache_debug=request.headers.get("x-cache-debug") == "1",
+            cache_debug=debug(request.headers),
             cache_operation=request.scope.get("cache.operation"),
             introspection=not settings.production,
         )
 
-    persisted = PersistedQueries(lambda: state["cache"])
+    persisted = PersistedQueries(
+        lambda: state["cache"],
+        max_kept=settings.persisted_queries_max,
+        max_bytes=settings.persisted_queries_max_bytes,
+        safelist=(
+            load_safelist(settings.persisted_queries_file)
+            if settings.persisted_queries == "safelist" and settings.persisted_queries_file
+            else None
+        ),
+    )
     app.add_route(
         "/graphql",
         graphql_endpoint(schema, context_for, persisted, graphiql=not settings.production),
@@ -195,8 +213,11 @@ def create_app(
         return json_response(body)
 
     @app.get("/api/cache/stats")
-    async def cache_stats() -> Response:
-        return json_response(await cache_stats_dict(state["cache"]))
+    async def cache_stats(request: Request) -> Response:
+        stats = await cache_stats_dict(state["cache"])
+        if not tokens.grants(Role.ADMIN, request.headers.get("authorization")):
+            del stats["invalidations"]  # counts are public; the tags name what changed
+        return json_response(stats)
 
     @app.post("/api/cache/clear")
     async def cache_clear(request: Request, pattern: str | None = None) -> Response:
@@ -219,7 +240,14 @@ def create_app(
     outer: ASGIApp = app
     if settings.cache_operations:
         # Whole-operation hits are answered here, before FastAPI routing.
-        outer = OperationCache(app, lambda: state["cache"], path="/graphql")
+        outer = OperationCache(
+            app,
+            lambda: state["cache"],
+            path="/graphql",
+            vary=response_variant,
+            debug=lambda scope: debug(Headers(scope=scope)),
+            node=settings.cache_node_header,
+        )
     if settings.allowed_origins:
         outer = CORSMiddleware(
             outer,
@@ -228,4 +256,6 @@ def create_app(
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    return SecurityHeaders(outer)
+    # Outermost: no layer inside holds more of a body than the limit; every answer, the
+    # body limit's included, says nosniff.
+    return SecurityHeaders(BodyLimit(outer, settings.max_body_bytes))

@@ -12,7 +12,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from cache import Cache
-from graph.errors import Forbidden, Unauthenticated
+from graph.errors import ApiError, Forbidden, Unauthenticated
 from resolvers import records
 from resolvers.store import Database
 from resolvers.threats import threats_by_ids
@@ -50,6 +50,14 @@ class Tokens:
         if any(hmac.compare_digest(token_bytes, t.encode()) for t in known):
             raise Forbidden(f"this token does not have the {role.value} role")
         raise Unauthenticated("the bearer token is not valid")
+
+    def grants(self, role: Role, authorization: str | None) -> bool:
+        """Whether `authorization` carries a token that grants `role`."""
+        try:
+            self.require(role, authorization)
+        except ApiError:
+            return False
+        return True
 
 
 def _utcnow() -> dt.datetime:

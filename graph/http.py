@@ -10,8 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.types import Scope
 from strawberry.exceptions import MissingQueryError
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema import BaseSchema
@@ -24,7 +26,6 @@ from graph.persisted import PersistedQueries
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
-MAX_BODY = 32 * 1024 * 1024
 _GRAPHIQL = get_graphql_ide_html()
 
 
@@ -33,19 +34,28 @@ class _MethodNotAllowed(ApiError):
     status = 405
 
 
-class _PayloadTooLarge(ApiError):
-    code = "PAYLOAD_TOO_LARGE"
-    status = 413
-
-
-def _media_type(request: Request) -> str:
-    """The new GraphQL media type when the client lists it before plain JSON."""
-    ranges = [
-        part.split(";")[0].strip().lower() for part in request.headers.get("accept", "").split(",")
-    ]
-    if GRAPHQL_RESPONSE in ranges and (
-        JSON not in ranges or ranges.index(GRAPHQL_RESPONSE) < ranges.index(JSON)
-    ):
+def negotiate(accept: str) -> str:
+    """The media type an answer is sent as: the new GraphQL one when the client prefers it to
+    plain JSON (a higher q, or as high and listed first), else JSON. Shared with the
+    whole-operation cache, whose key must follow it exactly."""
+    ranked: dict[str, tuple[float, int]] = {}
+    for position, part in enumerate(accept.split(",")):
+        media, *parameters = part.split(";")
+        media = media.strip().lower()
+        if media not in (GRAPHQL_RESPONSE, JSON) or media in ranked:
+            continue
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        ranked[media] = (quality if 0 <= quality <= 1 else 0.0, -position)
+    preferred = ranked.get(GRAPHQL_RESPONSE)
+    plain = ranked.get(JSON)
+    if preferred is not None and preferred[0] > 0 and (plain is None or preferred > plain):
         return GRAPHQL_RESPONSE
     return JSON
 
@@ -76,6 +86,20 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
+def _graphiql(method: str, accept: str, query_params: QueryParams) -> bool:
+    """A browser opening the endpoint: answered with GraphiQL, never with an operation."""
+    return method == "GET" and "text/html" in accept and "query" not in query_params
+
+
+def response_variant(scope: Scope) -> str | None:
+    """What the endpoint's answer depends on beyond the GraphQL request itself: the media type
+    it negotiates; None when it answers with GraphiQL. The whole-operation cache keys on it."""
+    accept = Headers(scope=scope).get("accept", "")
+    if _graphiql(scope["method"], accept, QueryParams(scope.get("query_string", b""))):
+        return None
+    return negotiate(accept)
+
+
 def json_response(
     body: Any, status: int = 200, media_type: str = JSON, headers: dict[str, str] | None = None
 ) -> Response:
@@ -93,12 +117,7 @@ async def _params(request: Request) -> dict[str, Any]:
                     raise BadRequest(f"the '{name}' query parameter is not valid JSON") from None
         return params
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > MAX_BODY:
-        raise _PayloadTooLarge(f"the request body is larger than {MAX_BODY // 2**20} MiB")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise _PayloadTooLarge(f"the request body is larger than {MAX_BODY // 2**20} MiB")
+    body = await request.body()  # at most MAX_BODY_BYTES: see graph/body_limit.py
     if content_type == "application/graphql":
         return {"query": body.decode("utf-8", "replace")}
     if content_type not in (JSON, ""):
@@ -151,13 +170,9 @@ def graphql_endpoint(
     `graphiql` is off)."""
 
     async def endpoint(request: Request) -> Response:
-        media_type = _media_type(request)
-        if (
-            graphiql
-            and request.method == "GET"
-            and "text/html" in request.headers.get("accept", "")
-            and "query" not in request.query_params
-        ):
+        accept = request.headers.get("accept", "")
+        media_type = negotiate(accept)
+        if graphiql and _graphiql(request.method, accept, request.query_params):
             return HTMLResponse(_GRAPHIQL)
         if request.method not in ("GET", "POST"):
             error: ApiError = _MethodNotAllowed("use GET or POST")
@@ -196,6 +211,8 @@ def graphql_endpoint(
         # type; one that executed has `data`, null or not, and a 2xx. application/json keeps
         # 200 and `data` for every well-formed request.
         executed = result.data is not None or any(e.path for e in result.errors or ())
+        if persisted is not None and executed:
+            await persisted.register(params)  # a document that parsed and validated
         refused = media_type == GRAPHQL_RESPONSE and not executed
         body: dict[str, Any] = {} if refused else {"data": result.data}
         if result.errors:

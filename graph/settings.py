@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,29 @@ class Settings(BaseSettings):
     cache_epoch_poll_ms: int = Field(
         default=1000, ge=100, le=60_000, validation_alias="CACHE_EPOCH_POLL_MS"
     )
+    # X-Cache-Debug shows keys and skips the whole-operation cache: the admin's alone, unless
+    # this is a development server.
+    cache_debug_header: bool = Field(default=False, validation_alias="CACHE_DEBUG_HEADER")
+    # x-cache-node names the host and process id that answered (benchmarks tell workers apart).
+    cache_node_header: bool = Field(default=False, validation_alias="CACHE_NODE_HEADER")
+    # Automatic registration (bounded), or a safelist: a manifest of the only queries that run.
+    persisted_queries: Literal["auto", "safelist"] = Field(
+        default="auto", validation_alias="PERSISTED_QUERIES"
+    )
+    persisted_queries_file: str | None = Field(
+        default=None, validation_alias="PERSISTED_QUERIES_FILE"
+    )
+    # Redis holds at most MAX x MAX_BYTES of them (32 MiB), each process as much.
+    persisted_queries_max: int = Field(
+        default=2_000, ge=1, le=1_000_000, validation_alias="PERSISTED_QUERIES_MAX"
+    )
+    persisted_queries_max_bytes: int = Field(
+        default=16_384, ge=256, le=2**20, validation_alias="PERSISTED_QUERIES_MAX_BYTES"
+    )
+    # Twice a 1,000-threat batch with 4,000-character descriptions and 10 indicators (5 MiB).
+    max_body_bytes: int = Field(
+        default=10 * 2**20, ge=1024, le=2**30, validation_alias="MAX_BODY_BYTES"
+    )
 
     environment: Literal["development", "production"] = Field(
         default="development", validation_alias="VAJRA_ENV"
@@ -61,6 +84,12 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @model_validator(mode="after")
+    def _safelist_has_a_file(self) -> Settings:
+        if self.persisted_queries == "safelist" and not self.persisted_queries_file:
+            raise ValueError("PERSISTED_QUERIES=safelist needs PERSISTED_QUERIES_FILE (a manifest)")
+        return self
 
     @field_validator("database_url")
     @classmethod

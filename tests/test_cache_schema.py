@@ -164,6 +164,9 @@ async def test_a_threat_cached_as_missing_appears_once_it_is_ingested(
     }
 
 
+DEBUG = {"X-Cache-Debug": "1", "Authorization": f"Bearer {ADMIN}"}
+
+
 @pytest.fixture
 async def http(sqlite_db: Database, cache: Cache) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
@@ -180,7 +183,7 @@ async def test_the_debug_header_reports_each_cached_field(http: httpx.AsyncClien
     body = {"query": "{ stats { totalThreats } trend(days: 2) { count } }"}
     plain = (await http.post("/graphql", json=body)).json()
     assert "extensions" not in plain
-    debug = (await http.post("/graphql", json=body, headers={"X-Cache-Debug": "1"})).json()
+    debug = (await http.post("/graphql", json=body, headers=DEBUG)).json()
     records = {tuple(r["path"]): r for r in debug["extensions"]["cache"]}
     assert records[("stats",)]["status"] == "HIT"
     assert records[("stats",)]["key"].startswith("v:e:t:0:stats:Query.stats:")
@@ -191,9 +194,7 @@ async def test_cache_stats_are_served_per_field_by_query_and_endpoint(
     http: httpx.AsyncClient,
 ) -> None:
     for _ in range(3):  # field by field
-        await http.post(
-            "/graphql", json={"query": "{ stats { totalThreats } }"}, headers={"X-Cache-Debug": "1"}
-        )
+        await http.post("/graphql", json={"query": "{ stats { totalThreats } }"}, headers=DEBUG)
     for _ in range(2):  # the first whole-operation lookup misses, the second hits
         await http.post("/graphql", json={"query": "{ stats { totalThreats } }"})
     rest = (await http.get("/api/cache/stats")).json()
@@ -243,7 +244,7 @@ async def test_clear_cache_takes_a_known_family_or_nothing(http: httpx.AsyncClie
         await http.post(
             "/graphql",
             json={"query": "{ stats { totalThreats } trend { count } }"},
-            headers={"X-Cache-Debug": "1"},
+            headers=DEBUG,
         )
     ).json()
     assert [r["status"] for r in debug["extensions"]["cache"]] == ["HIT", "MISS"]

@@ -258,3 +258,86 @@ async def test_no_whole_operation_hit_is_stale_under_concurrent_mutations(
     await asyncio.gather(crawler(), *(reader() for _ in range(6)))
     assert stale == []
     assert hits > 0
+
+
+JSON = "application/json"
+JSON_BODY = {"content-type": JSON}
+VARIANTS: list[tuple[str, dict[str, str], str]] = [
+    # (name, headers, body kind)
+    ("plain json", {"accept": JSON, **JSON_BODY}, "json"),
+    ("new media type", {"accept": "application/graphql-response+json", **JSON_BODY}, "json"),
+    ("upper case", {"accept": "APPLICATION/GRAPHQL-RESPONSE+JSON", **JSON_BODY}, "json"),
+    (
+        "listed second",
+        {"accept": "text/html, application/graphql-response+json", **JSON_BODY},
+        "json",
+    ),
+    (
+        "q prefers the new type",
+        {"accept": "application/json;q=0.5, application/graphql-response+json;q=0.9", **JSON_BODY},
+        "json",
+    ),
+    (
+        "q prefers json",
+        {"accept": "application/graphql-response+json;q=0.1, application/json", **JSON_BODY},
+        "json",
+    ),
+    ("no accept", JSON_BODY, "json"),
+    # The same Accept as the warm entry's: only the content type differs.
+    (
+        "json with charset",
+        {"accept": JSON, "content-type": "Application/JSON; charset=utf-8"},
+        "json",
+    ),
+    ("text/plain", {"accept": JSON, "content-type": "text/plain"}, "json"),
+    ("form", {"accept": JSON, "content-type": "application/x-www-form-urlencoded"}, "json"),
+    ("application/graphql", {"accept": JSON, "content-type": "application/graphql"}, "graphql"),
+]
+
+
+@pytest.mark.parametrize("variant", [v[0] for v in VARIANTS])
+async def test_every_request_variant_gets_what_the_app_answers_without_the_cache(
+    sqlite_db: Database, redis_cache: Cache, variant: str
+) -> None:
+    await add(sqlite_db, *(threat_input(n) for n in range(1, 4)))
+    cached = create_app(Settings(DATABASE_URL=sqlite_db.url), db=sqlite_db, cache=redis_cache)
+    plain = create_app(Settings(DATABASE_URL=sqlite_db.url, CACHE_OPERATIONS=False), db=sqlite_db)
+    hits = 0
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=cached), base_url="http://t") as a,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=plain), base_url="http://t") as b,
+    ):
+
+        async def check(days: int, name: str) -> None:
+            nonlocal hits
+            _, headers, kind = next(v for v in VARIANTS if v[0] == name)
+            text = f"{{ stats {{ totalThreats }} trend(days: {days}) {{ count }} }}"
+            body = text.encode() if kind == "graphql" else orjson.dumps({"query": text})
+            got = await a.post("/graphql", content=body, headers=headers)
+            want = await b.post("/graphql", content=body, headers=headers)
+            hits += got.headers.get("x-cache") == "HIT"
+            seen = (got.status_code, got.headers.get("content-type"), got.content)
+            expected = (want.status_code, want.headers.get("content-type"), want.content)
+            assert seen == expected, f"{name} (trend {days}): {seen} != {expected}"
+
+        # A warm entry of either media type first, then the variant; the variant first, on
+        # another key, then the others.
+        for days, first in ((1, "plain json"), (2, "new media type")):
+            for name in (first, first, variant, variant, first):
+                await check(days, name)
+        for name in (variant, variant, "plain json", "new media type", variant):
+            await check(3, name)
+    assert hits > 0
+
+
+async def test_a_browser_opening_a_cached_get_gets_graphiql(http: httpx.AsyncClient) -> None:
+    extensions = orjson.dumps(persisted(DASHBOARD)).decode()
+    await http.post("/graphql", json={"query": DASHBOARD, "extensions": persisted(DASHBOARD)})
+    for _ in range(2):
+        by_hash = await http.get("/graphql", params={"extensions": extensions})
+    assert by_hash.headers["x-cache"] == "HIT"
+    browser = await http.get(
+        "/graphql", params={"extensions": extensions}, headers={"accept": "text/html"}
+    )
+    assert browser.headers["content-type"].startswith("text/html")
+    assert "graphiql" in browser.text.lower()

@@ -1,0 +1,226 @@
+"""The body limit: 413 before a body over MAX_BODY_BYTES is read (declared) or as soon as it
+passes the limit (chunked), and a server's memory that does not grow with what is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from cache import Cache, MemoryBackend
+from graph.app import create_app
+from graph.settings import Settings
+from resolvers.store import Database
+from tests.conftest import CRAWLER, REDIS_URL
+from tests.servers import Server, base_env
+from tests.test_ingest import INGEST, crawled
+
+LIMIT = 4096
+QUERY = orjson.dumps({"query": "{ stats { totalThreats } }"})
+
+
+def app_with(sqlite_db: Database, operations: bool, **settings: Any) -> Any:
+    options = {"MAX_BODY_BYTES": LIMIT, "CACHE_OPERATIONS": operations, **settings}
+    # With the whole-operation cache on, it is the one that reads the body (to key it).
+    cache = Cache(MemoryBackend(100), namespace="b", schema_version="t") if operations else None
+    return create_app(Settings(DATABASE_URL=sqlite_db.url, **options), db=sqlite_db, cache=cache)
+
+
+class Call:
+    """One ASGI request by hand: a body fed chunk by chunk, and what was sent back."""
+
+    def __init__(self, chunks: int, chunk: bytes, declared: int | None = None) -> None:
+        self.left = chunks
+        self.chunk = chunk
+        self.read = 0
+        self.messages: list[dict[str, Any]] = []
+        headers = [(b"content-type", b"application/json"), (b"host", b"t")]
+        if declared is not None:
+            headers.append((b"content-length", str(declared).encode()))
+        else:
+            headers.append((b"transfer-encoding", b"chunked"))
+        self.scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/graphql",
+            "raw_path": b"/graphql",
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("t", 80),
+        }
+
+    async def receive(self) -> dict[str, Any]:
+        if self.left == 0:
+            await asyncio.sleep(3600)  # a client that sends nothing more
+        self.left -= 1
+        self.read += len(self.chunk)
+        return {"type": "http.request", "body": self.chunk, "more_body": self.left > 0}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    async def run(self, app: Any) -> tuple[int, dict[str, Any]]:
+        await asyncio.wait_for(app(self.scope, self.receive, self.send), 10)
+        start, body = self.messages[0], self.messages[1]
+        assert len(self.messages) == 2, self.messages
+        return start["status"], orjson.loads(body["body"])
+
+
+@pytest.mark.parametrize("operations", [True, False], ids=["operation-cache", "no-operation-cache"])
+async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read(
+    sqlite_db: Database, operations: bool
+) -> None:
+    call = Call(chunks=10**6, chunk=b" " * 1024, declared=100 * 2**20)
+    status, body = await call.run(app_with(sqlite_db, operations))
+    assert status == 413
+    assert body["errors"][0]["extensions"] == {"code": "PAYLOAD_TOO_LARGE"}
+    assert call.read == 0
+
+
+@pytest.mark.parametrize("operations", [True, False], ids=["operation-cache", "no-operation-cache"])
+async def test_a_chunked_body_is_read_only_until_it_passes_the_limit(
+    sqlite_db: Database, operations: bool
+) -> None:
+    call = Call(chunks=10**6, chunk=b" " * 1000)  # 1 GB, if anybody read it all
+    status, body = await call.run(app_with(sqlite_db, operations))
+    assert status == 413
+    assert body["errors"][0]["extensions"] == {"code": "PAYLOAD_TOO_LARGE"}
+    assert call.read == 5000  # the fifth chunk passed 4096 bytes
+    headers = dict(call.messages[0]["headers"])
+    assert headers[b"connection"] == b"close"
+
+
+async def test_a_body_of_exactly_the_limit_is_answered(sqlite_db: Database) -> None:
+    body = QUERY + b" " * (LIMIT - len(QUERY))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app_with(sqlite_db, True)), base_url="http://t"
+    ) as http:
+        ok = await http.post("/graphql", content=body, headers={"content-type": "application/json"})
+        over = await http.post(
+            "/graphql", content=body + b" ", headers={"content-type": "application/json"}
+        )
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"data": {"stats": {"totalThreats": 0}}}
+    assert over.status_code == 413
+    assert over.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+async def test_the_default_limit_passes_a_crawler_batch_with_long_descriptions(
+    client: httpx.AsyncClient,
+) -> None:
+    description = ("A heap buffer overflow in the TLS handshake parser. " * 80)[:4000]
+    threats = [
+        crawled(
+            n,
+            description=description,
+            indicators=[
+                {"kind": "URL", "value": f"https://x{n}-{i}.example/p.bin"} for i in range(10)
+            ],
+        )
+        for n in range(1000)
+    ]
+    body = orjson.dumps({"query": INGEST, "variables": {"threats": threats}})
+    assert 4.5 * 2**20 < len(body) < Settings().max_body_bytes / 2
+    response = await client.post(
+        "/graphql",
+        content=body,
+        headers={"content-type": "application/json", "authorization": f"Bearer {CRAWLER}"},
+    )
+    assert response.json()["data"]["ingestThreats"]["inserted"] == 1000, response.text[:300]
+    over = await client.post("/graphql", content=b" " * (Settings().max_body_bytes + 1))
+    assert over.status_code == 413
+
+
+# -- a real server: its memory while 100 MB bodies are sent ----------------------------------
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set size (VmHWM): growth anywhere in between shows."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+async def send_large(port: int, size: int, *, chunked: bool, expect: bool = False) -> bytes:
+    """POST `size` bytes in 1 MiB pieces, stopping when the server answers or hangs up;
+    returns the status line (empty if the connection was reset before one was read). With
+    `expect`, the body waits for `100 Continue` as curl's does, so an early answer is seen."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
+    if expect:
+        framing += "\r\nExpect: 100-continue"
+    writer.write(
+        f"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{framing}\r\n\r\n".encode()
+    )
+    try:
+        if expect:
+            interim = await asyncio.wait_for(reader.readline(), 10)
+            if not interim.startswith(b"HTTP/1.1 100"):
+                return interim  # answered before a byte of the body was sent
+            await reader.readline()
+        answer = asyncio.ensure_future(reader.readline())
+        piece = b" " * 2**20
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while sent < size and not answer.done():
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                await writer.drain()
+                sent += len(piece)
+            if chunked and not answer.done():
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        return await asyncio.wait_for(answer, 60)
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    env = base_env(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'vajra.db'}",
+        REDIS_URL=REDIS_URL,
+        CACHE_NAMESPACE="body-" + secrets.token_hex(4),
+    )
+    server = Server("body", env, tmp_path)
+    server.start()
+    try:
+        await server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_100_mb_body_does_not_grow_the_server(server: Server) -> None:
+    assert server.process is not None
+    pid = server.process.pid
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for _ in range(3):  # the code paths a request takes, warmed
+            assert (await http.post("/graphql", content=QUERY)).status_code == 200
+    before = peak_rss_mb(pid)
+    early = await send_large(server.port, 100 * 2**20, chunked=False, expect=True)
+    declared = await send_large(server.port, 100 * 2**20, chunked=False)
+    chunked = await send_large(server.port, 100 * 2**20, chunked=True)
+    after = peak_rss_mb(pid)
+    print(f"peak RSS before {before:.0f} MB, after 100 MB bodies {after:.0f} MB")
+    assert early == b"HTTP/1.1 413 Request Entity Too Large\r\n", early
+    # The server hangs up after its 413; a client still sending may see the reset first.
+    for status in (declared, chunked):
+        assert status in (b"", b"HTTP/1.1 413 Request Entity Too Large\r\n"), status
+    assert after - before < 30, f"peak RSS {before:.0f} MB -> {after:.0f} MB"
