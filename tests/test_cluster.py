@@ -19,7 +19,7 @@ import pytest
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 
-from cache import Cache
+from cache import BackendError, Cache
 from cache.backends import ClusterBackend, backend_for
 from graph.app import create_app
 from graph.settings import Settings
@@ -291,3 +291,38 @@ async def test_clear_and_the_key_count_reach_every_master(
         assert await a.cache.clear() == sum(before)
         assert [len(await keys_on(m, f"{NAMESPACE}:e:*")) for m in masters] == [0, 0, 0]
         assert (await dashboard(a))["stats"]["totalThreats"] == 5
+
+
+async def test_after_a_failover_reads_find_the_new_master_by_themselves(
+    cluster: RedisCluster,
+) -> None:
+    """Only pipelines (MGET, writes) reach the cluster: redis-py refreshes its slot table
+    after a single command's connection error, not after a pipeline's, so the backend asks
+    for the refresh itself."""
+    backend = backend_for(cluster.url)
+    assert isinstance(backend, ClusterBackend)
+    try:
+        await backend.set_many([(SHARD, b"v", 60_000)])
+        assert await backend.get_many([SHARD]) == [b"v"]
+        home = cluster.master_of(SHARD)
+        home.kill()
+
+        def promoted() -> bool:
+            with contextlib.suppress(LookupError, StopIteration):
+                return cluster.master_of(SHARD) is not home
+            return False
+
+        deadline = asyncio.get_running_loop().time() + FAILOVER
+        while not await asyncio.to_thread(promoted):
+            assert asyncio.get_running_loop().time() < deadline, "no replica promoted"
+            await asyncio.sleep(0.1)
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append(await backend.get_many([SHARD]))
+            except BackendError as exc:
+                outcomes.append(str(exc))
+        # A pooled connection to the dead master may fail once; then the new master answers.
+        assert outcomes[-1] == [b"v"], outcomes
+    finally:
+        await backend.close()

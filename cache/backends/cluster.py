@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
-from cache.backends.redis import ERRORS, RedisBackend, _text
+from cache.backends.redis import ERRORS, RedisBackend
 from cache.backends.urls import ClusterUrl, parse_redis_url
 from cache.exceptions import BackendError
 
@@ -66,11 +66,19 @@ class ClusterBackend(RedisBackend):
         # `client`; what only a cluster has goes through `cluster`.
         self.client = cast(aioredis.Redis, self.cluster)
 
+    def _failed(self, what: str, exc: BaseException) -> BackendError:
+        # The next call reads the topology again. redis-py does this itself after a single
+        # command's connection error, but not after a pipeline's (mget_nonatomic and every
+        # write here are pipelines): without it, a failed-over master's slots would be asked
+        # of the dead node for as long as only pipelines ran.
+        self.cluster._initialize = True
+        return super()._failed(what, exc)
+
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
             return cast(list[bytes | None], await self.cluster.mget_nonatomic(list(keys)))
         except ERRORS as exc:
-            raise BackendError(f"MGET failed: {_text(exc)}") from exc
+            raise self._failed("MGET", exc) from exc
 
     async def _unlink(self, keys: Sequence[Any]) -> int:
         # One UNLINK per key (they are in different slots), pipelined per node.
@@ -97,7 +105,7 @@ class ClusterBackend(RedisBackend):
             masters = self.cluster.get_primaries()
             await asyncio.gather(*(self.cluster.ping(target_nodes=node) for node in masters))
         except ERRORS as exc:
-            raise BackendError(f"PING failed: {_text(exc)}") from exc
+            raise self._failed("PING", exc) from exc
 
     async def pubsub_client(
         self, channel: str, *, read_timeout: float, connect_timeout: float

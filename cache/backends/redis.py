@@ -105,6 +105,10 @@ class RedisBackend(Backend):
             await connection.send_command("SET", marker, run_id)
             await connection.read_response()
 
+    def _failed(self, what: str, exc: BaseException) -> BackendError:
+        """The cache's own error for a driver's: what failed, and the driver's message."""
+        return BackendError(f"{what} failed: {_text(exc)}")
+
     async def _check(self, connection: Any) -> None:
         """Before a new connection serves anything: is it on a node we may use?"""
 
@@ -113,7 +117,7 @@ class RedisBackend(Backend):
             # decode_responses is off: values are bytes or None.
             return cast(list[bytes | None], await self.client.mget(keys))
         except ERRORS as exc:
-            raise BackendError(f"MGET failed: {_text(exc)}") from exc
+            raise self._failed("MGET", exc) from exc
 
     async def set_many(
         self,
@@ -131,7 +135,7 @@ class RedisBackend(Backend):
                     self._queue_publish(pipe, *publish)
                 results = await pipe.execute()
         except ERRORS as exc:
-            raise BackendError(f"SET pipeline failed: {_text(exc)}") from exc
+            raise self._failed("SET pipeline", exc) from exc
         return int(results[-1]) if publish is not None else 0
 
     async def set_if_absent_get(self, items: Sequence[tuple[str, bytes, int]]) -> list[bytes]:
@@ -141,7 +145,7 @@ class RedisBackend(Backend):
                     pipe.set(key, value, px=ttl_ms, nx=True, get=True)
                 previous = await pipe.execute()
         except ERRORS as exc:
-            raise BackendError(f"SET NX GET failed: {_text(exc)}") from exc
+            raise self._failed("SET NX GET", exc) from exc
         return [
             old if old is not None else new
             for old, (_, new, _) in zip(previous, items, strict=True)
@@ -154,7 +158,7 @@ class RedisBackend(Backend):
                     pipe.set(key, token, px=ttl_ms, nx=True)
                 return [bool(taken) for taken in await pipe.execute()]
         except ERRORS as exc:
-            raise BackendError(f"lease failed: {_text(exc)}") from exc
+            raise self._failed("lease", exc) from exc
 
     async def delete(self, keys: Sequence[str]) -> None:
         if not keys:
@@ -162,7 +166,7 @@ class RedisBackend(Backend):
         try:
             await self._unlink(keys)
         except ERRORS as exc:
-            raise BackendError(f"UNLINK failed: {_text(exc)}") from exc
+            raise self._failed("UNLINK", exc) from exc
 
     async def _unlink(self, keys: Sequence[Any]) -> int:
         return int(await self.client.unlink(*keys))
@@ -186,7 +190,7 @@ class RedisBackend(Backend):
             if batch:
                 removed += await self._unlink(batch)
         except ERRORS as exc:
-            raise BackendError(f"clear failed: {_text(exc)}") from exc
+            raise self._failed("clear", exc) from exc
         return removed
 
     async def count(self, prefix: str, limit: int) -> int:
@@ -197,14 +201,14 @@ class RedisBackend(Backend):
                 if found >= limit:
                     break
         except ERRORS as exc:
-            raise BackendError(f"count failed: {_text(exc)}") from exc
+            raise self._failed("count", exc) from exc
         return found
 
     async def publish(self, channel: str, message: bytes) -> int:
         try:
             return await self._publish(channel, message)
         except ERRORS as exc:
-            raise BackendError(f"PUBLISH failed: {_text(exc)}") from exc
+            raise self._failed("PUBLISH", exc) from exc
 
     async def _publish(self, channel: str, message: bytes) -> int:
         return int(await self.client.publish(channel, message))
@@ -213,7 +217,7 @@ class RedisBackend(Backend):
         try:
             await self.client.ping()
         except ERRORS as exc:
-            raise BackendError(f"PING failed: {_text(exc)}") from exc
+            raise self._failed("PING", exc) from exc
 
     async def close(self) -> None:
         await self.client.aclose()
