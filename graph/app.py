@@ -23,7 +23,7 @@ from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error
 from graph.http import graphql_endpoint, json_response
 from graph.persisted import PersistedQueries
-from graph.schema import schema
+from graph.schema import build_schema, schema
 from graph.settings import Settings, get_settings
 from resolvers.errors import ResolverError
 from resolvers.store import Database
@@ -139,9 +139,11 @@ def create_app(
         )
 
     persisted = PersistedQueries(lambda: state["cache"])
-    app.add_route(
-        "/graphql", graphql_endpoint(schema, context_for, persisted), methods=["GET", "POST"]
+    limits = settings.limits
+    endpoint = graphql_endpoint(
+        build_schema(limits), context_for, persisted, limits.max_document_bytes
     )
+    app.add_route("/graphql", endpoint, methods=["GET", "POST"])
 
     @app.get("/health")
     async def health() -> Response:

@@ -16,10 +16,12 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from graph.context import Context
-from graph.errors import ApiError, BadRequest, BadUserInput, format_error, http_error
+from graph.errors import ApiError, BadRequest, BadUserInput, format_error, http_error, log_errors
+from graph.limits import Limits, QueryTooLarge, check_size
 from graph.persisted import PersistedQueries
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -118,8 +120,10 @@ def graphql_endpoint(
     schema: BaseSchema,
     context_for: Callable[[Request], Context],
     persisted: PersistedQueries | None = None,
+    max_document_bytes: int = Limits().max_document_bytes,
 ) -> Callable[[Request], Any]:
-    """The Starlette endpoint serving `schema` at one path."""
+    """The Starlette endpoint serving `schema` at one path; a document longer than
+    `max_document_bytes` is refused unparsed (and never remembered as a persisted query)."""
 
     async def endpoint(request: Request) -> Response:
         media_type = _media_type(request)
@@ -136,6 +140,8 @@ def graphql_endpoint(
             )
         try:
             params = await _params(request)
+            if isinstance(params.get("query"), str):
+                check_size(params["query"], max_document_bytes)
             if persisted is not None:
                 params = await persisted.resolve(params)
             query, variables, operation_name = _check(params)
@@ -151,6 +157,9 @@ def graphql_endpoint(
                 operation_name=operation_name,
                 allowed_operation_types=allowed,
             )
+        except QueryTooLarge as exc:
+            log_errors([exc])
+            result = ExecutionResult(data=None, errors=[exc])  # answered as one that did not parse
         except ApiError as exc:
             return json_response(
                 http_error(exc), exc.status, media_type, {"cache-control": "no-store"}
