@@ -334,6 +334,13 @@ async def test_distinct_big_get_queries_do_not_stay_in_memory(client: httpx.Asyn
     assert await kept_by(client) < 600_000
 
 
+async def test_distinct_big_get_queries_do_not_stay_in_the_operation_cache(
+    sqlite_db: Database, redis_cache: Cache
+) -> None:
+    async with client_with(sqlite_db, redis_cache) as client:
+        assert await kept_by(client) < 600_000
+
+
 async def kept_by(client: httpx.AsyncClient) -> int:
     """Bytes still held after fifty distinct 20 KB GET queries (their search is too
     long for the resolver)."""
