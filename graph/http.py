@@ -88,7 +88,9 @@ async def _params(request: Request) -> dict[str, Any]:
     return parsed
 
 
-def _check(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
+def _check(
+    params: dict[str, Any], max_document_bytes: int
+) -> tuple[str, dict[str, Any] | None, str | None]:
     query, variables, name = (
         params.get("query"),
         params.get("variables"),
@@ -96,6 +98,7 @@ def _check(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | No
     )
     if not isinstance(query, str) or not query.strip():
         raise BadRequest("the request has no 'query' string")
+    check_size(query, max_document_bytes)  # before anything reads it
     if variables is not None and not isinstance(variables, dict):
         raise BadRequest("'variables' must be a JSON object")
     if name is not None and not isinstance(name, str):
@@ -123,7 +126,7 @@ def graphql_endpoint(
     max_document_bytes: int = Limits().max_document_bytes,
 ) -> Callable[[Request], Any]:
     """The Starlette endpoint serving `schema` at one path; a document longer than
-    `max_document_bytes` is refused unparsed (and never remembered as a persisted query)."""
+    `max_document_bytes` is refused unparsed."""
 
     async def endpoint(request: Request) -> Response:
         media_type = _media_type(request)
@@ -140,11 +143,9 @@ def graphql_endpoint(
             )
         try:
             params = await _params(request)
-            if isinstance(params.get("query"), str):
-                check_size(params["query"], max_document_bytes)
             if persisted is not None:
                 params = await persisted.resolve(params)
-            query, variables, operation_name = _check(params)
+            query, variables, operation_name = _check(params, max_document_bytes)
             allowed = (
                 {OperationType.QUERY}
                 if request.method == "GET"

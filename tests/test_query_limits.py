@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import re
 import tracemalloc
 import urllib.parse
@@ -278,21 +277,6 @@ async def test_under_the_graphql_media_type_a_refusal_is_a_400_without_data(
     body = response.json()
     assert "data" not in body
     assert [e["extensions"]["code"] for e in body["errors"]] == [code]
-
-
-async def test_a_document_too_large_is_not_remembered_as_a_persisted_query(
-    client: httpx.AsyncClient,
-) -> None:
-    query = '{ threats(filter: {search: "' + "x" * 40_000 + '"}) { total } }'
-    persisted = {"persistedQuery": {"version": 1, "sha256Hash": _sha256(query)}}
-    sent = await client.post("/graphql", json={"query": query, "extensions": persisted})
-    assert refusal(sent)["code"] == "QUERY_TOO_LARGE"
-    again = (await client.post("/graphql", json={"extensions": persisted})).json()
-    assert [e["extensions"]["code"] for e in again["errors"]] == ["PERSISTED_QUERY_NOT_FOUND"]
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def test_the_schema_enforces_the_limits_without_http(sqlite_db: Database) -> None:
