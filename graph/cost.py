@@ -14,8 +14,8 @@ document alone. Its *cost* depends on the variables too, since a list's length i
 
 Introspection (`__schema`, `__type`) costs 1 and adds no depth: graphql-core's own
 MaxIntrospectionDepthRule bounds it. Each fragment is measured once however often it is
-spread (Strawberry's depth and alias limiters walk a fragment again at every spread, which a
-document of 200 tokens can make take minutes).
+spread (Strawberry's depth and alias limiters walk a fragment again at every spread: twenty
+fragments that each spread the one before twice, 200 tokens, take them 2 s; thirty, 40 min).
 """
 
 from __future__ import annotations
