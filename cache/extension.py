@@ -164,7 +164,9 @@ class CachedField(FieldExtension):
         self._field = field
         # Printed as Apollo prints it: the scope only when it is not the default.
         scope = self.policy.scope if self.policy.scope is Scope.PRIVATE else strawberry.UNSET
-        field.directives.append(CacheControl(max_age=self.policy.max_age, scope=scope))
+        directive = CacheControl(max_age=self.policy.max_age, scope=scope)
+        if directive not in field.directives:  # once, however many schemas share the field
+            field.directives.append(directive)
 
     def _coordinate_of(self, info: Info) -> str:
         self._coordinate = f"{info._raw_info.parent_type.name}.{info.field_name}"

@@ -28,7 +28,7 @@ from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error, status_error
 from graph.http import SecurityHeaders, graphql_endpoint, json_response, response_variant
 from graph.persisted import PersistedQueries, load_safelist
-from graph.schema import schema
+from graph.schema import build_schema, schema
 from graph.settings import Settings, get_settings
 from resolvers.errors import ResolverError
 from resolvers.store import Database
@@ -188,11 +188,15 @@ def create_app(
             else None
         ),
     )
-    app.add_route(
-        "/graphql",
-        graphql_endpoint(schema, context_for, persisted, graphiql=not settings.production),
-        methods=["GET", "POST"],
+    limits = settings.limits
+    endpoint = graphql_endpoint(
+        build_schema(limits),
+        context_for,
+        persisted,
+        graphiql=not settings.production,
+        max_document_bytes=limits.max_document_bytes,
     )
+    app.add_route("/graphql", endpoint, methods=["GET", "POST"])
 
     @app.get("/health")
     async def health() -> Response:

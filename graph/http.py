@@ -18,10 +18,12 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from graph.context import Context
-from graph.errors import ApiError, BadRequest, BadUserInput, format_error, http_error
+from graph.errors import ApiError, BadRequest, BadUserInput, format_error, http_error, log_errors
+from graph.limits import Limits, QueryTooLarge, check_size
 from graph.persisted import PersistedQueries
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -131,7 +133,9 @@ async def _params(request: Request) -> dict[str, Any]:
     return parsed
 
 
-def _check(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
+def _check(
+    params: dict[str, Any], max_document_bytes: int
+) -> tuple[str, dict[str, Any] | None, str | None]:
     query, variables, name = (
         params.get("query"),
         params.get("variables"),
@@ -139,6 +143,7 @@ def _check(params: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | No
     )
     if not isinstance(query, str) or not query.strip():
         raise BadRequest("the request has no 'query' string")
+    check_size(query, max_document_bytes)  # before anything reads it
     if variables is not None and not isinstance(variables, dict):
         raise BadRequest("'variables' must be a JSON object")
     if name is not None and not isinstance(name, str):
@@ -165,9 +170,10 @@ def graphql_endpoint(
     persisted: PersistedQueries | None = None,
     *,
     graphiql: bool = True,
+    max_document_bytes: int = Limits().max_document_bytes,
 ) -> Callable[[Request], Any]:
     """The Starlette endpoint serving `schema` at one path (and GraphiQL to browsers, unless
-    `graphiql` is off)."""
+    `graphiql` is off); a document longer than `max_document_bytes` is refused unparsed."""
 
     async def endpoint(request: Request) -> Response:
         accept = request.headers.get("accept", "")
@@ -183,7 +189,7 @@ def graphql_endpoint(
             params = await _params(request)
             if persisted is not None:
                 params = await persisted.resolve(params)
-            query, variables, operation_name = _check(params)
+            query, variables, operation_name = _check(params, max_document_bytes)
             allowed = (
                 {OperationType.QUERY}
                 if request.method == "GET"
@@ -196,6 +202,9 @@ def graphql_endpoint(
                 operation_name=operation_name,
                 allowed_operation_types=allowed,
             )
+        except QueryTooLarge as exc:
+            log_errors([exc])
+            result = ExecutionResult(data=None, errors=[exc])  # answered as one that did not parse
         except ApiError as exc:
             return json_response(
                 http_error(exc), exc.status, media_type, {"cache-control": "no-store"}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.types import ExecutionContext, Info
 
 from cache import CacheExtension, cache_control, daily
@@ -12,6 +13,7 @@ from graph import tags
 from graph.admin import CacheStats, ClearResult, clear_cache, read_cache_stats
 from graph.context import Context, Role
 from graph.errors import ErrorCodes, log_errors
+from graph.limits import Documents, Limits, QueryLimits
 from graph.scalars import SCALAR_OVERRIDES
 from graph.types import (
     IngestResult,
@@ -119,17 +121,19 @@ class Schema(strawberry.Schema):
         log_errors(errors)
 
 
-schema = Schema(
-    query=Query,
-    mutation=Mutation,
-    scalar_overrides=SCALAR_OVERRIDES,
-    extensions=[
-        ErrorCodes,
-        CacheExtension,
-        lambda: ParserCache(maxsize=256),
-        lambda: ValidationCache(maxsize=256),
-    ],
-)
+@functools.cache
+def build_schema(limits: Limits) -> Schema:
+    """The schema enforcing `limits`: one per distinct Limits, with its own document cache."""
+    documents = Documents()
+    return Schema(
+        query=Query,
+        mutation=Mutation,
+        scalar_overrides=SCALAR_OVERRIDES,
+        extensions=[ErrorCodes, CacheExtension, lambda: QueryLimits(limits, documents)],
+    )
+
+
+schema = build_schema(Limits())
 
 
 def export_sdl() -> str:

@@ -8,6 +8,10 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from graph.limits import Limits
+
+_LIMITS = Limits()
+
 
 class Settings(BaseSettings):
     """Everything the service can be told from outside."""
@@ -22,6 +26,28 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(default=None, validation_alias="VAJRA_ADMIN_TOKEN")
     log_level: str = Field(default="INFO", validation_alias="LOG_LEVEL")
     demo_threats: int = Field(default=20_000, ge=0, validation_alias="VAJRA_DEMO_THREATS")
+    # What one GraphQL document may ask (graph/limits.py says why these defaults).
+    graphql_max_depth: int = Field(
+        default=_LIMITS.max_depth, ge=1, le=100, validation_alias="GRAPHQL_MAX_DEPTH"
+    )
+    graphql_max_aliases: int = Field(
+        default=_LIMITS.max_aliases, ge=0, le=100_000, validation_alias="GRAPHQL_MAX_ALIASES"
+    )
+    graphql_max_tokens: int = Field(
+        default=_LIMITS.max_tokens, ge=200, le=100_000, validation_alias="GRAPHQL_MAX_TOKENS"
+    )
+    graphql_max_directives: int = Field(
+        default=_LIMITS.max_directives, ge=0, le=100_000, validation_alias="GRAPHQL_MAX_DIRECTIVES"
+    )
+    graphql_max_cost: int = Field(
+        default=_LIMITS.max_cost, ge=1, le=10**9, validation_alias="GRAPHQL_MAX_COST"
+    )
+    graphql_max_document_bytes: int = Field(
+        default=_LIMITS.max_document_bytes,
+        ge=2_048,
+        le=32 * 1024 * 1024,
+        validation_alias="GRAPHQL_MAX_DOCUMENT_BYTES",
+    )
     cache_enabled: bool = Field(default=True, validation_alias="CACHE_ENABLED")
     cache_namespace: str = Field(
         default="vajra", pattern=r"^[A-Za-z0-9_.-]{1,32}$", validation_alias="CACHE_NAMESPACE"
@@ -103,6 +129,18 @@ class Settings(BaseSettings):
             if value.startswith(plain):
                 return driver + value[len(plain) :]
         return value
+
+    @property
+    def limits(self) -> Limits:
+        """What one GraphQL document may ask."""
+        return Limits(
+            max_depth=self.graphql_max_depth,
+            max_aliases=self.graphql_max_aliases,
+            max_tokens=self.graphql_max_tokens,
+            max_directives=self.graphql_max_directives,
+            max_cost=self.graphql_max_cost,
+            max_document_bytes=self.graphql_max_document_bytes,
+        )
 
 
 @lru_cache(maxsize=1)
