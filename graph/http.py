@@ -17,7 +17,7 @@ from starlette.types import Scope
 from strawberry.exceptions import MissingQueryError
 from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema import BaseSchema
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
@@ -209,6 +209,9 @@ def graphql_endpoint(
             return json_response(
                 http_error(exc), exc.status, media_type, {"cache-control": "no-store"}
             )
+        except CannotGetOperationTypeError:
+            error = BadRequest(f"the document has no operation named {operation_name!r:.100}")
+            return json_response(http_error(error), error.status, media_type)
         except InvalidOperationTypeError:
             error = _MethodNotAllowed("mutations must be sent with POST")
             return json_response(http_error(error), error.status, media_type, {"Allow": "POST"})

@@ -137,3 +137,14 @@ async def test_a_bug_is_logged_at_error_with_its_traceback(
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert errors[0].exc_info is not None
+
+
+async def test_an_operation_name_not_in_the_document_is_a_bad_request(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/graphql", json={"query": "query A { __typename }", "operationName": "Nope"}
+    )
+    assert response.status_code == 400, response.text
+    assert codes(response) == ["BAD_REQUEST"]
+    assert "Nope" in response.json()["errors"][0]["message"]
