@@ -210,7 +210,11 @@ def graphql_endpoint(
                 http_error(exc), exc.status, media_type, {"cache-control": "no-store"}
             )
         except CannotGetOperationTypeError:
-            error = BadRequest(f"the document has no operation named {operation_name!r:.100}")
+            error = BadRequest(
+                "the document has several operations: name one in 'operationName'"
+                if operation_name is None
+                else f"the document has no operation named {operation_name!r:.100}"
+            )
             return json_response(http_error(error), error.status, media_type)
         except InvalidOperationTypeError:
             error = _MethodNotAllowed("mutations must be sent with POST")

@@ -7,6 +7,7 @@ Examples per test: FUZZ_EXAMPLES (default 150); CI runs the default."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -134,6 +135,15 @@ BODIES = st.one_of(
         ]
     ),
     st.builds(
+        lambda name, v: httpx.Request(
+            "POST",
+            "/",
+            json={"query": "query A { __typename }", "operationName": name, "variables": v},
+        ).read(),
+        st.one_of(st.none(), st.text(max_size=10), st.integers()),
+        st.one_of(st.none(), st.lists(st.integers(), max_size=2), st.text(max_size=5)),
+    ),
+    st.builds(
         lambda q, v: httpx.Request("POST", "/", json={"query": q, "variables": v}).read(),
         st.text(max_size=80),
         st.dictionaries(st.text(max_size=5), st.text(max_size=10), max_size=3),
@@ -176,3 +186,62 @@ async def test_random_http_requests_never_get_a_server_error(
         content=body if method not in ("GET", "HEAD") else None,
     )
     assert_no_server_error(response, (method, path, query, headers, body[:100]))
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+DOCUMENTS = st.one_of(
+    st.sampled_from(
+        [
+            "query A { __typename }",
+            "query A { __typename } query B { stats { totalThreats } }",
+            "query($id: ID!) { threat(id: $id) { id title } }",
+            "query($f: ThreatFilter) { threats(filter: $f) { total } }",
+            "mutation($t: [ThreatInput!]!) { ingestThreats(threats: $t) { inserted } }",
+            "{ trend(days: 7) { date count } }",
+        ]
+    ),
+    st.text(max_size=40),
+    JSON_VALUES,
+)
+
+
+@FUZZ
+@given(
+    document=DOCUMENTS,
+    operation_name=st.one_of(st.none(), st.sampled_from(["A", "B"]), JSON_VALUES),
+    variables=st.one_of(
+        JSON_VALUES,
+        st.fixed_dictionaries({"id": JSON_VALUES}),
+        st.fixed_dictionaries({"f": JSON_VALUES}),
+        st.fixed_dictionaries({"t": st.lists(JSON_VALUES, max_size=2)}),
+    ),
+    extensions=st.one_of(st.none(), JSON_VALUES),
+    method=st.sampled_from(["GET", "POST"]),
+)
+async def test_random_graphql_requests_never_get_a_server_error(
+    http: httpx.AsyncClient,
+    document: Any,
+    operation_name: Any,
+    variables: Any,
+    extensions: Any,
+    method: str,
+) -> None:
+    request = {
+        "query": document,
+        "operationName": operation_name,
+        "variables": variables,
+        "extensions": extensions,
+    }
+    headers = {"Authorization": f"Bearer {CRAWLER}"}
+    if method == "POST":
+        response = await http.post("/graphql", json=request, headers=headers)
+    else:
+        params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in request.items()}
+        response = await http.get("/graphql", params=params, headers=headers)
+    assert_no_server_error(response, request)
