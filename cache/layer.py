@@ -34,6 +34,8 @@ from cache.trust import Trust
 
 logger = logging.getLogger("vajra.cache")
 
+KEY_COUNT_EVERY = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
@@ -110,6 +112,7 @@ class Cache:
             self.local.distrust()
         self.local_epoch = 0
         self._subscriber: Subscriber | None = None
+        self._key_count = (0, -float("inf"))  # (count, when)
         self._reads: TickBatcher[list[str], _Read] = TickBatcher(self._read)
         self._writes: TickBatcher[tuple[str, bytes, int] | str, None] = TickBatcher(self._write)
         self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
@@ -356,13 +359,20 @@ class Cache:
         return "connected"
 
     async def total_keys(self, limit: int = 1_000_000) -> int:
+        """Keys of this namespace, up to `limit`: a SCAN, so counted at most every
+        KEY_COUNT_EVERY seconds whoever asks (the stats are public)."""
+        counted, at = self._key_count
+        if time.monotonic() - at < KEY_COUNT_EVERY:
+            return counted
+        counted = 0
         backend = self.trust.writer()
         if backend is not None:
             with contextlib.suppress(BackendError):
-                return await backend.count(self.keys.prefix, limit)
-        if self.fallback is None:
-            return 0
-        return await self.fallback.count(self.keys.prefix, limit)
+                counted = await backend.count(self.keys.prefix, limit)
+        elif self.fallback is not None:
+            counted = await self.fallback.count(self.keys.prefix, limit)
+        self._key_count = (counted, time.monotonic())
+        return counted
 
     # -- the local tier and the invalidation channel ----------------------------------------
 

@@ -199,14 +199,19 @@ def create_app(
     app.add_route("/graphql", endpoint, methods=["GET", "POST"])
 
     @app.get("/health")
-    async def health() -> Response:
+    async def health(request: Request) -> Response:
         current = state["cache"]
         body: dict[str, Any] = {
             "status": "ok",
             "database": "ok",
             "redis_cache": await current.status() if current is not None else "disabled",
         }
-        if current is not None and current.backend is not None:
+        # Where Redis is (addresses, the Sentinel service) is the operators' business: in
+        # production, only for the admin's token.
+        shown = not settings.production or tokens.grants(
+            Role.ADMIN, request.headers.get("authorization")
+        )
+        if shown and current is not None and current.backend is not None:
             body.update(await current.backend.describe())
         try:
             await database.ping()

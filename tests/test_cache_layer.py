@@ -215,3 +215,18 @@ async def test_a_reader_whose_leader_is_cancelled_computes_instead(cache: Cache)
     assert (await follower)[0] == [1, 2, 3]
     with pytest.raises(asyncio.CancelledError):
         await leader
+
+
+async def test_the_key_count_is_a_scan_made_at_most_every_few_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cache import layer
+
+    redis = fakeredis.FakeAsyncRedis()
+    cache = Cache(RedisBackend.from_client(redis), namespace="kc")
+    await redis.set("kc:e:1", b"x")
+    assert await cache.total_keys() == 1
+    await redis.set("kc:e:2", b"x")
+    assert await cache.total_keys() == 1  # anyone asking again soon gets the last count
+    monkeypatch.setattr(layer, "KEY_COUNT_EVERY", 0.0)
+    assert await cache.total_keys() == 2

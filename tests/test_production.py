@@ -12,9 +12,11 @@ import httpx
 import orjson
 import pytest
 
+from cache import Cache, RedisBackend
 from graph.app import create_app
 from graph.settings import Settings
 from resolvers.store import Database
+from tests.conftest import REDIS_URL
 from tests.servers import Server, base_env
 
 INTROSPECTION = "{ __schema { queryType { name } } }"
@@ -155,3 +157,21 @@ async def test_what_the_http_server_refuses_is_in_the_api_shape_too(
     assert b"content-type: application/json" in head.lower()
     assert b"x-content-type-options: nosniff" in head.lower()
     assert orjson.loads(body)["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+async def test_production_health_names_no_redis_address_but_to_the_admin(
+    sqlite_db: Database,
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        DATABASE_URL=sqlite_db.url, VAJRA_ENV="production", VAJRA_ADMIN_TOKEN="admin"
+    )
+    cache = Cache(RedisBackend(REDIS_URL), namespace="prod-health")
+    app = create_app(settings, db=sqlite_db, cache=cache)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+        anonymous = (await client.get("/health")).json()
+        assert "redis_topology" not in anonymous
+        assert anonymous["status"] == "ok"
+        admin = (await client.get("/health", headers={"authorization": "Bearer admin"})).json()
+        assert admin["redis_topology"] == "single"
