@@ -13,11 +13,13 @@ a replica and 3 Sentinels. A SQLite file of `--threats` threats is seeded once. 
     L2     CACHE_OPERATIONS=true, CACHE_LOCAL_MB=0: every operation hit reads Redis
     L1     CACHE_OPERATIONS=true, default local tier: hits are answered in-process
 
-Within each path the topologies alternate, their order rotated from round to round; every
-(round, path, topology) starts a fresh `vajra serve`, warms the dashboard until it is served
-from the cache (every field HIT in `extensions.cache`, or `X-Cache: HIT`), puts 1 s of
-unmeasured load on it, then runs the harness's load generator at 1 and 16 connections for
-`--seconds` each. Redis commands are counted from INFO commandstats on every node before
+Every round starts, for each path, a fresh `vajra serve` per topology, the three side by
+side; each is warmed until the dashboard is served from the cache (every field HIT in
+`extensions.cache`, or `X-Cache: HIT`) and given 1 s of unmeasured load; then the harness's
+load generator measures at 1 and 16 connections, `--seconds` per topology, in `--slice`
+slices that alternate the topologies (single, cluster, sentinel, single, ...; the order
+rotated from round to round), so that whatever else the machine runs falls on the three
+alike. Redis commands are counted from INFO commandstats on every node before
 and after each row, round trips from INFO stats total_reads_processed (read events: one per
 command or pipeline a client sends). In round 1 every (path, topology) is also probed with
 single requests, one at a time, counted per request and per node. Last, the dashboard's
@@ -448,11 +450,84 @@ def median(rows: list[Row], attribute: str) -> float:
     return float(statistics.median(getattr(row.result, attribute) for row in rows))
 
 
+def merged(parts: list[tuple[LoadResult, Usage]]) -> tuple[LoadResult, Usage]:
+    """One row out of its slices."""
+    first = parts[0][1]
+    result = LoadResult(parts[0][0].connections, sum(r.seconds for r, _ in parts))
+    calls: dict[str, dict[str, int]] = {label: {} for label in first.calls}
+    reads = dict.fromkeys(first.reads, 0)
+    for part, usage in parts:
+        result.latencies += part.latencies
+        result.errors += part.errors
+        for label, counts in usage.calls.items():
+            for name, n in counts.items():
+                calls[label][name] = calls[label].get(name, 0) + n
+            reads[label] += usage.reads[label]
+    return result, Usage(calls, reads, first.roles)
+
+
+def measure_path(
+    path: PathSpec,
+    round_: int,
+    made: dict[str, Topology],
+    base: dict[str, str],
+    body: bytes,
+    args: argparse.Namespace,
+    probes: dict[tuple[str, str], Probe],
+    answers: dict[tuple[str, str], bytes],
+) -> list[Row]:
+    """One round of one path: a fresh server per topology, the three side by side, their
+    measurements interleaved slice by slice."""
+    order = rotated(round_ - 1)
+    slices = max(1, round(args.seconds / args.slice))
+    rows = []
+    with contextlib.ExitStack() as stack:
+        ports = {
+            name: stack.enter_context(server({**base, **path.env, "REDIS_URL": made[name].url}))
+            for name in order
+        }
+        requests = {name: graphql_request(port, DASHBOARD) for name, port in ports.items()}
+        for name in order:
+            answers[(path.name, name)] = orjson.dumps(warm(path, ports[name], body)["data"])
+            if round_ == 1:
+                probes[(path.name, name)] = probe(made[name], ports[name], body)
+        for name in order:
+            load(ports[name], requests[name], connections=max(CONNECTIONS), seconds=WARMUP)
+        for connections in CONNECTIONS:
+            parts: dict[str, list[tuple[LoadResult, Usage]]] = {name: [] for name in order}
+            for _ in range(slices):
+                for name in order:
+                    before = made[name].snapshot()
+                    result = load(
+                        ports[name],
+                        requests[name],
+                        connections=connections,
+                        seconds=args.seconds / slices,
+                    )
+                    parts[name].append((result, made[name].since(before)))
+            for name in order:
+                result, usage = merged(parts[name])
+                after = served_from_cache(path, ports[name], body)
+                row = Row(round_, path.name, name, result, usage, after)
+                rows.append(row)
+                print(
+                    f"round {round_} {path.name:>5} {name:>8} {connections:>2} conn: "
+                    f"{result.rps:7.0f} req/s  p50 {result.p50:6.2f} ms  "
+                    f"p99 {result.p99:6.2f} ms  errors {result.errors}  "
+                    f"MGET/req {row.per_request('mget'):.3f}  "
+                    f"round trips/req {row.round_trips:.3f}  after: {after}"
+                )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threats", type=int, default=20_000)
+    parser.add_argument(
+        "--slice", type=float, default=1.0, help="seconds of one topology before the next"
+    )
     args = parser.parse_args()
     body = orjson.dumps({"query": DASHBOARD, "variables": {}})  # as graphql_request's
     rows: list[Row] = []
@@ -474,32 +549,7 @@ def main() -> None:
             }
             for round_ in range(1, args.rounds + 1):
                 for path in PATHS:
-                    for name in rotated(round_ - 1):
-                        topology = made[name]
-                        env = {**base, **path.env, "REDIS_URL": topology.url}
-                        with server(env) as port:
-                            answer = warm(path, port, body)
-                            answers[(path.name, name)] = orjson.dumps(answer["data"])
-                            if round_ == 1:
-                                probes[(path.name, name)] = probe(topology, port, body)
-                            request = graphql_request(port, DASHBOARD)
-                            load(port, request, connections=max(CONNECTIONS), seconds=WARMUP)
-                            for connections in CONNECTIONS:
-                                before = topology.snapshot()
-                                result = load(
-                                    port, request, connections=connections, seconds=args.seconds
-                                )
-                                usage = topology.since(before)
-                                after = served_from_cache(path, port, body)
-                                row = Row(round_, path.name, name, result, usage, after)
-                                rows.append(row)
-                                print(
-                                    f"round {round_} {path.name:>5} {name:>8} {connections:>2} conn: "
-                                    f"{result.rps:7.0f} req/s  p50 {result.p50:6.2f} ms  "
-                                    f"p99 {result.p99:6.2f} ms  errors {result.errors}  "
-                                    f"MGET/req {row.per_request('mget'):.3f}  "
-                                    f"round trips/req {row.round_trips:.3f}  after: {after}"
-                                )
+                    rows += measure_path(path, round_, made, base, body, args, probes, answers)
             costs, sizes = client_costs(made, args.rounds)
             for (read, name, concurrency), cost in sorted(costs.items()):
                 print(f"client CPU, {read} read, {name}, {concurrency} at a time: {cost:.1f} us")
@@ -544,19 +594,21 @@ def report(
     lines = [
         "# The dashboard on one Redis node, on Redis Cluster and behind Sentinel",
         "",
-        "One `vajra serve` process (uvloop, httptools) per row; the harness's asyncio load "
-        f"generator (keep-alive HTTP/1.1) in the benchmark's process, {args.seconds:g} s a row; "
+        "`vajra serve` processes (one worker each, uvloop, httptools); the harness's asyncio "
+        "load generator (keep-alive HTTP/1.1) in the benchmark's process; "
         f"{machine()}; SQLite with {args.threats:,} threats. Every Redis server is the "
         "benchmark's own, all of them running for the whole run: one node; a cluster of 3 "
         "masters with a replica each; a master, its replica and 3 Sentinels. CACHE_TTL_* = "
-        "3600 s so that nothing expires during the run. Within each path the topologies "
-        "alternate, their order rotated from round to round (single, cluster, sentinel; "
-        "cluster, sentinel, single; ...); each row group starts a fresh server, warms the "
-        "dashboard until it is served from the cache (every field `HIT` in "
-        "`extensions.cache` for the field tier, `X-Cache: HIT` for the operation paths), "
-        f"puts {WARMUP:g} s of unmeasured load on it, then measures at "
-        f"{' and '.join(str(c) for c in CONNECTIONS)} connections. Every topology answered "
-        f"the same `data` ({size:,} bytes). Whole run: {elapsed / 60:.1f} min.",
+        "3600 s so that nothing expires during the run. The three topologies' servers "
+        "run side by side, a fresh `vajra serve` per topology for every path and round, "
+        "warmed until the dashboard is served from the cache (every field `HIT` in "
+        "`extensions.cache` for the field tier, `X-Cache: HIT` for the operation paths) and "
+        f"given {WARMUP:g} s of unmeasured load. Each row is {args.seconds:g} s of load at 1 or "
+        f"{many} connections, measured in {args.slice:g} s slices that alternate the three "
+        "topologies (single, cluster, sentinel, single, ...; the order rotated from round to "
+        "round), so that whatever else the machine runs falls on the three alike. Every "
+        f"topology answered the same `data` ({size:,} bytes). Whole run: "
+        f"{elapsed / 60:.1f} min.",
         "",
         "- **field**: CACHE_OPERATIONS=false. The field tier has no in-process tier (the "
         "local tier that CACHE_LOCAL_MB sizes belongs to the whole-operation cache), so "
@@ -568,7 +620,7 @@ def report(
         "- **L1**: CACHE_OPERATIONS=true, default local tier: hits are answered in-process.",
         "",
         f"Command: `.venv/bin/python -m bench.cluster --seconds {args.seconds:g} --rounds "
-        f"{args.rounds} --threats {args.threats}`",
+        f"{args.rounds} --threats {args.threats} --slice {args.slice:g}`",
         "",
         f"## Medians over {args.rounds} rounds",
         "",
