@@ -148,6 +148,16 @@ class Usage:
     def round_trips(self) -> int:
         return sum(self.reads[label] for label in self.data())
 
+    def on_replicas(self) -> int:
+        """Request commands that reached a replica (none should: reads go to masters)."""
+        return sum(
+            n
+            for label, role in self.roles.items()
+            if role == "replica"
+            for name, n in self.calls[label].items()
+            if name not in BACKGROUND
+        )
+
     def sentinel_commands(self) -> int:
         """SENTINEL queries (not the Sentinels' pings and hellos to each other)."""
         return sum(
@@ -210,6 +220,7 @@ class Probe:
     touched: float
     round_trips: float
     sentinel: float
+    replicas: float
     background: dict[str, float]  # per second, on an idle server
 
 
@@ -333,6 +344,7 @@ def probe(topology: Topology, port: int, body: bytes) -> Probe:
         touched=statistics.median(u.touched() for u in usages),
         round_trips=statistics.median(u.round_trips() for u in usages),
         sentinel=statistics.median(u.sentinel_commands() for u in usages),
+        replicas=max(u.on_replicas() for u in usages),
         background={k: v / seconds for k, v in idle.commands(background=True).items()},
     )
 
@@ -582,6 +594,13 @@ def report(
         single = median(select(path, "single", connections), "rps")
         return median(select(path, topology, connections), "rps") / single
 
+    def paired(path: str, topology: str, connections: int) -> str:
+        """The ratio within each round, where the two were measured slice by slice."""
+        single = {r.round: r.result.rps for r in select(path, "single", connections)}
+        return ", ".join(
+            f"{r.result.rps / single[r.round]:.2f}" for r in select(path, topology, connections)
+        )
+
     def target_of(path: str, topology: str) -> float:
         return UNCHANGED if path == "L1" else TARGETS[topology]
 
@@ -624,8 +643,8 @@ def report(
         "",
         f"## Medians over {args.rounds} rounds",
         "",
-        "| path | connections | topology | req/s | p50 ms | p99 ms | errors | x single (req/s) | target | met |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|---|",
+        "| path | connections | topology | req/s | p50 ms | p99 ms | errors | x single (req/s) | target | met | x single, round by round |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---|---|",
     ]
     verdicts: list[str] = []
     for path in PATHS:
@@ -646,14 +665,17 @@ def report(
                 lines.append(
                     f"| {path.name} | {connections} | {name} | {median(chosen, 'rps'):,.0f} | "
                     f"{median(chosen, 'p50'):.3f} | {median(chosen, 'p99'):.3f} | {errors} | "
-                    f"{value:.2f} | {label} | {met} |"
+                    f"{value:.2f} | {label} | {met} | "
+                    f"{paired(path.name, name, connections) if name != 'single' else '-'} |"
                 )
     missed = [v for v in verdicts if "under" in v]
     bad = [r for r in rows if r.result.errors or r.after != "HIT"]
     lines += [
         "",
-        "Ratios are of the medians measured side by side in this run; the machine is noisy, "
-        "so no absolute figure here stands alone.",
+        "*x single* is the ratio of the medians, measured side by side in this run (the "
+        "target is judged on it); *round by round* are the ratios within each round, for the "
+        "spread. The machine is noisy (other work shares its 2 cores), so no absolute figure "
+        "here stands alone.",
         "",
         "Targets missed: " + ("; ".join(missed) if missed else "none") + ".",
         "",
@@ -755,7 +777,7 @@ def report(
                 f"{c['sentinel'] / c['single']:.2f} |"
             )
     lines += ["", "## What this shows", ""]
-    lines += what_this_shows(select, ratio, per_request, probes, costs, missed)
+    lines += what_this_shows(select, ratio, paired, per_request, probes, costs, missed)
     lines += [
         "",
         "## Every row",
@@ -776,6 +798,7 @@ def report(
 def what_this_shows(
     select: Callable[[str, str, int], list[Row]],
     ratio: Callable[[str, str, int], float],
+    paired: Callable[[str, str, int], str],
     per_request: Callable[[str, str, int, str], float],
     probes: dict[tuple[str, str], Probe],
     costs: dict[tuple[str, str, int], float],
@@ -794,8 +817,10 @@ def what_this_shows(
         f"touched. The L2 hit is {l2.commands.get('mget', 0):g} MGET calls (the entry's slot, "
         f"the generations' slot) in {l2.round_trips:g} round trip(s) to {l2.touched:g} "
         "node(s): whether both slots have the same master depends on the entry's key (its "
-        "epoch is in it), so it may be 1 or 2 from one run to the next. The replicas and the "
-        "Sentinels get nothing per request.",
+        "epoch is in it), so it may be 1 or 2 from one run to the next. Request commands "
+        "that reached a replica, at most, in any probe: "
+        f"{max(p.replicas for p in probes.values()):g}; Sentinel queries per request (median): "
+        f"{max(p.sentinel for (_, name), p in probes.items() if name == 'sentinel'):g}.",
         f"- **Batching under load.** At {many} connections one MGET a tick serves several "
         f"requests: {per_request('field', 'single', many, 'mget'):.3f} MGET per field-tier "
         f"request on one node, {per_request('field', 'cluster', many, 'mget'):.3f} on the "
@@ -809,14 +834,16 @@ def what_this_shows(
         single_rps = median(select(path, "single", many), "rps")
         predicted = 1 / (1 + extra * reads * single_rps / 1e6)
         lines.append(
-            f"- **Client CPU, {path}.** A {read} read costs the cluster client "
+            f"- **Client CPU, {path}.** The {read} read costs the cluster client "
             f"{costs[(read, 'cluster', many)]:.0f} us of CPU against "
             f"{costs[(read, 'single', many)]:.0f} us for one node "
-            f"({costs[(read, 'cluster', many)] / costs[(read, 'single', many)]:.2f}x; with "
-            f"{many} in flight): slot partitioning, a pipeline object per call, a task per "
-            f"node. At {many} connections the server is CPU-bound, and with {reads:.3f} "
-            f"reads per request at {single_rps:,.0f} req/s that extra CPU alone predicts about "
-            f"{predicted:.2f}x single; measured {ratio(path, 'cluster', many):.2f}x."
+            f"({costs[(read, 'cluster', many)] / costs[(read, 'single', many)]:.2f}x, with "
+            f"{many} in flight): redis-py's cluster path partitions the keys by slot, builds "
+            "a pipeline per call and gathers one task per node. At "
+            f"{many} connections the server is CPU-bound; with {reads:.3f} reads per request "
+            f"at {single_rps:,.0f} req/s that extra CPU alone predicts about "
+            f"{predicted:.2f}x single; measured {ratio(path, 'cluster', many):.2f}x (round by "
+            f"round {paired(path, 'cluster', many)})."
         )
     sentinel = ", ".join(
         f"{p} {ratio(p, 'sentinel', c):.2f}x at {c}" for p in ("field", "L2") for c in CONNECTIONS
@@ -828,7 +855,24 @@ def what_this_shows(
         f"- **Sentinel** is one node's client once the master is known (client CPU "
         f"{costs[('L2', 'sentinel', many)] / costs[('L2', 'single', many)]:.2f}x single per "
         "L2 read): the Sentinels are asked only when the pool opens a connection, every read "
-        f"goes straight to the master. Its ratios: {sentinel}.",
+        f"goes straight to the master, and it sends the same commands as one node (tables "
+        f"above). Its ratios: {sentinel}"
+        + (
+            "; round by round where a target is missed: "
+            + "; ".join(
+                f"{p} at {c}: {paired(p, 'sentinel', c)}"
+                for p in ("field", "L2")
+                for c in CONNECTIONS
+                if ratio(p, "sentinel", c) < TARGETS["sentinel"]
+            )
+            if any(
+                ratio(p, "sentinel", c) < TARGETS["sentinel"]
+                for p in ("field", "L2")
+                for c in CONNECTIONS
+            )
+            else ""
+        )
+        + ".",
         f"- **L1** sends no Redis command per request on any topology; its ratios ({l1}) "
         "are the noise of this machine, not the topology.",
         "- **Targets:** " + ("all met." if not missed else "missed: " + "; ".join(missed) + "."),
