@@ -658,14 +658,14 @@ def report(
                     target = target_of(path.name, name)
                     label = f">= {target}" + (" (unchanged)" if path.name == "L1" else "")
                     met = "yes" if value >= target else "**NO**"
-                    verdict = f"{path.name} at {connections} connection(s) on {name}: {value:.2f}x"
+                    verdict = f"{path.name} at {connections} connection(s) on {name}: {value:.3f}x"
                     if value < target:
-                        verdict += f", {(target - value) * 100:.0f} points under {target}x"
+                        verdict += f", {(target - value) * 100:.1f} points under {target}x"
                     verdicts.append(verdict + ("" if value < target else f" (>= {target}x)"))
                 lines.append(
                     f"| {path.name} | {connections} | {name} | {median(chosen, 'rps'):,.0f} | "
                     f"{median(chosen, 'p50'):.3f} | {median(chosen, 'p99'):.3f} | {errors} | "
-                    f"{value:.2f} | {label} | {met} | "
+                    f"{value:.3f} | {label} | {met} | "
                     f"{paired(path.name, name, connections) if name != 'single' else '-'} |"
                 )
     missed = [v for v in verdicts if "under" in v]
