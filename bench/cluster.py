@@ -776,6 +776,18 @@ def report(
                 f"{c['sentinel']:.1f} | {c['cluster'] / c['single']:.2f} | "
                 f"{c['sentinel'] / c['single']:.2f} |"
             )
+    control = [
+        costs[(r, "sentinel", c)] / costs[(r, "single", c)]
+        for r in ("L2", "field")
+        for c in CONNECTIONS
+    ]
+    lines += [
+        "",
+        "Sentinel and one node run the same client code (only how a connection finds the "
+        "master differs, and connections are made before the measurement), so *sentinel x "
+        f"single*, {min(control):.2f} to {max(control):.2f} here, is this measurement's own "
+        "noise: read *cluster x single* against it.",
+    ]
     lines += ["", "## What this shows", ""]
     lines += what_this_shows(select, ratio, paired, per_request, probes, costs, missed)
     lines += [
