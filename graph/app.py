@@ -164,7 +164,8 @@ def create_app(
         """X-Cache-Debug: 1 is honoured (keys shown, the whole-operation cache skipped) for
         the admin's token, or for anyone on a development server; otherwise ignored."""
         return headers.get("x-cache-debug") == "1" and (
-            settings.cache_debug_header or tokens.grants(Role.ADMIN, headers.get("authorization"))
+            (settings.cache_debug_header and not settings.production)
+            or tokens.grants(Role.ADMIN, headers.get("authorization"))
         )
 
     def context_for(request: Request) -> Context:

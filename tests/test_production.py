@@ -175,3 +175,31 @@ async def test_production_health_names_no_redis_address_but_to_the_admin(
         assert anonymous["status"] == "ok"
         admin = (await client.get("/health", headers={"authorization": "Bearer admin"})).json()
         assert admin["redis_topology"] == "single"
+
+
+async def test_production_honours_the_debug_header_for_the_admin_only(
+    sqlite_db: Database,
+) -> None:
+    query = {"query": "{ stats { sources } }"}
+    seen = {}
+    for environment in ("development", "production"):
+        settings = Settings(  # type: ignore[call-arg]
+            DATABASE_URL=sqlite_db.url,
+            VAJRA_ENV=environment,
+            CACHE_DEBUG_HEADER="true",
+            VAJRA_ADMIN_TOKEN="admin",
+        )
+        cache = Cache(RedisBackend(REDIS_URL), namespace="prod-debug")
+        app = create_app(settings, db=sqlite_db, cache=cache)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as client:
+            anyone = await client.post("/graphql", json=query, headers={"x-cache-debug": "1"})
+            admin = await client.post(
+                "/graphql",
+                json=query,
+                headers={"x-cache-debug": "1", "authorization": "Bearer admin"},
+            )
+        seen[environment] = ("extensions" in anyone.json(), "extensions" in admin.json())
+        await cache.close()
+    assert seen == {"development": (True, True), "production": (False, True)}
