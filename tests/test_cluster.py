@@ -14,19 +14,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 
-from cache import BackendError, Cache
+from cache import BackendError
 from cache.backends import ClusterBackend, backend_for
-from graph.app import create_app
-from graph.settings import Settings
 from resolvers.store import Database
-from tests.conftest import CRAWLER, _unavailable, add, threat_input
+from tests.conftest import _unavailable, add, threat_input
 from tests.redis_server import RedisCluster, RedisServer
 from tests.test_sentinel import FAILOVER, Process, until
+from tests.test_sentinel import process as sentinel_process
 
 pytestmark = pytest.mark.redis
 
@@ -55,26 +53,8 @@ def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
 
 @contextlib.asynccontextmanager
 async def process(db: Database, url: str, *, operations: bool = True) -> AsyncIterator[Process]:
-    cache = Cache(backend_for(url), namespace=NAMESPACE, schema_version="t", epochs=db.epochs)
-    settings = Settings(
-        DATABASE_URL=db.url, VAJRA_CRAWLER_TOKEN=CRAWLER, CACHE_OPERATIONS=operations
-    )
-    app = create_app(settings, db=db, cache=cache)
-    await cache.start()
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://t"
-        ) as http:
-            listening = cache.trust.listening
-            assert listening is not None
-
-            async def live() -> bool:
-                return listening()
-
-            await until("listening", live)
-            yield Process(cache, http)
-    finally:
-        await cache.close()
+    async with sentinel_process(db, url, namespace=NAMESPACE, operations=operations) as p:
+        yield p
 
 
 def client(server: RedisServer) -> aioredis.Redis:

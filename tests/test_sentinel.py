@@ -138,9 +138,17 @@ class Process(TrustProcess):
 
 
 @contextlib.asynccontextmanager
-async def process(db: Database, url: str) -> AsyncIterator[Process]:
-    cache = Cache(backend_for(url), namespace="s", schema_version="t", epochs=db.epochs, poll=5.0)
-    app = create_app(Settings(DATABASE_URL=db.url, VAJRA_CRAWLER_TOKEN=CRAWLER), db=db, cache=cache)
+async def process(
+    db: Database, url: str, *, namespace: str = "s", operations: bool = True
+) -> AsyncIterator[Process]:
+    """A server process in this one on `url` (any REDIS_URL form), listening."""
+    cache = Cache(
+        backend_for(url), namespace=namespace, schema_version="t", epochs=db.epochs, poll=5.0
+    )
+    settings = Settings(
+        DATABASE_URL=db.url, VAJRA_CRAWLER_TOKEN=CRAWLER, CACHE_OPERATIONS=operations
+    )
+    app = create_app(settings, db=db, cache=cache)
     await cache.start()
     try:
         async with httpx.AsyncClient(

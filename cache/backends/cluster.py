@@ -114,7 +114,21 @@ class ClusterBackend(RedisBackend):
         cluster client's table may still name the old one), checked to be a master: only
         subscribers on the node that publishes are counted as receivers."""
         host, port = await self._master_of(channel, connect_timeout)
-        client = aioredis.Redis(
+        client = self._node(host, port, read_timeout, connect_timeout)
+        try:
+            role = await client.execute_command("ROLE")  # type: ignore[no-untyped-call]
+            if not role or role[0] != b"master":
+                raise ConnectionError(f"{host}:{port} is not a master")
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
+
+    def _node(
+        self, host: str, port: int, read_timeout: float, connect_timeout: float
+    ) -> aioredis.Redis:
+        """A plain client on one node, outside the cluster client's pools, no retries."""
+        return aioredis.Redis(
             host=host,
             port=port,
             username=self.target.username,
@@ -125,14 +139,6 @@ class ClusterBackend(RedisBackend):
             health_check_interval=0,
             retry=Retry(NoBackoff(), 0),
         )
-        try:
-            role = await client.execute_command("ROLE")  # type: ignore[no-untyped-call]
-            if not role or role[0] != b"master":
-                raise ConnectionError(f"{host}:{port} is not a master")
-        except BaseException:
-            await client.aclose()
-            raise
-        return client
 
     async def _master_of(self, key: str, connect_timeout: float) -> tuple[str, int]:
         """The master that owns `key`'s slot, as the first node that answers says."""
@@ -141,16 +147,7 @@ class ClusterBackend(RedisBackend):
         seeds += [s for s in self.target.nodes if s not in seeds]
         failure: BaseException | None = None
         for host, port in seeds:
-            node = aioredis.Redis(
-                host=host,
-                port=port,
-                username=self.target.username,
-                password=self.target.password,
-                ssl=self.target.tls,
-                socket_timeout=connect_timeout,
-                socket_connect_timeout=connect_timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
+            node = self._node(host, port, connect_timeout, connect_timeout)
             try:
                 slots = await node.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
                 for low, high, master, *_ in slots:
