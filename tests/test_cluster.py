@@ -306,3 +306,27 @@ async def test_after_a_failover_reads_find_the_new_master_by_themselves(
         assert outcomes[-1] == [b"v"], outcomes
     finally:
         await backend.close()
+
+
+async def test_a_read_of_a_slot_being_migrated_follows_the_redirection(
+    cluster: RedisCluster,
+) -> None:
+    backend = backend_for(cluster.url)
+    assert isinstance(backend, ClusterBackend)
+    try:
+        await backend.set_many([("{m}a", b"1", 60_000), ("{m}b", b"2", 60_000)])
+        assert await backend.get_many(["{m}a", "{m}b"]) == [b"1", b"2"]
+        slot, home = cluster.keyslot("{m}a"), cluster.master_of("{m}a")
+        target = next(m for m in cluster.masters() if m is not home)
+        source_id, target_id = cluster.node_id(home), cluster.node_id(target)
+        cluster.cli(target.port, "cluster", "setslot", str(slot), "importing", source_id)
+        cluster.cli(home.port, "cluster", "setslot", str(slot), "migrating", target_id)
+        cluster.cli(home.port, "migrate", "127.0.0.1", str(target.port), "", "0", "5000",
+                    "keys", "{m}a")  # fmt: skip
+        # Half moved: the source answers ASK for "{m}a" (and for the pair, TRYAGAIN).
+        assert await backend.get_many(["{m}a"]) == [b"1"]
+        assert await backend.get_many(["{m}b"]) == [b"2"]
+        await asyncio.to_thread(cluster.move_slot, slot, home, target)
+        assert await backend.get_many(["{m}a", "{m}b"]) == [b"1", b"2"]  # MOVED, then there
+    finally:
+        await backend.close()

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from redis import asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError, TryAgainError
 
 from cache.backends.redis import ERRORS, RedisBackend
 from cache.backends.urls import ClusterUrl, parse_redis_url
@@ -76,9 +77,49 @@ class ClusterBackend(RedisBackend):
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         try:
-            return cast(list[bytes | None], await self.cluster.mget_nonatomic(list(keys)))
+            found = await self._mget_by_node(keys)
+            if found is None:  # a slot is moving: redis-py follows the redirections
+                found = cast(list[bytes | None], await self.cluster.mget_nonatomic(list(keys)))
+            return found
         except ERRORS as exc:
             raise self._failed("MGET", exc) from exc
+
+    async def _mget_by_node(self, keys: Sequence[str]) -> list[bytes | None] | None:
+        """One MGET per slot, pipelined per node, nodes in parallel: what `mget_nonatomic`
+        does, without its pipeline machinery (a ClusterPipeline and a policy lookup per
+        command cost the cluster 1.8x a one-node read in client CPU). None when a node
+        answers with a redirection (MOVED, ASK, TRYAGAIN)."""
+        if self.cluster._initialize:  # a failed call asked for the topology again
+            await self.cluster.initialize()
+        by_node: dict[str, tuple[ClusterNode, dict[int, list[int]]]] = {}
+        nodes = self.cluster.nodes_manager
+        for i, key in enumerate(keys):
+            slot = key_slot(key.encode())
+            node = nodes.get_node_from_slot(slot)
+            by_node.setdefault(node.name, (node, {}))[1].setdefault(slot, []).append(i)
+        found: list[bytes | None] = [None] * len(keys)
+
+        async def one(node: ClusterNode, slots: dict[int, list[int]]) -> bool:
+            commands = [
+                PipelineCommand(n, "MGET", *(keys[i] for i in at))
+                for n, at in enumerate(slots.values())
+            ]
+            if await node.execute_pipeline(commands):
+                for command in commands:
+                    if isinstance(command.result, MovedError | AskError | TryAgainError):
+                        return False
+                raise next(c.result for c in commands if isinstance(c.result, Exception))
+            for command, at in zip(commands, slots.values(), strict=True):
+                values = cast(list[bytes | None], command.result)
+                for i, value in zip(at, values, strict=True):
+                    found[i] = value
+            return True
+
+        if len(by_node) == 1:
+            answered = [await one(*next(iter(by_node.values())))]
+        else:
+            answered = await asyncio.gather(*(one(n, s) for n, s in by_node.values()))
+        return found if all(answered) else None
 
     async def _unlink(self, keys: Sequence[Any]) -> int:
         # One UNLINK per key (they are in different slots), pipelined per node.
