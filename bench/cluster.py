@@ -558,6 +558,8 @@ def main() -> None:
                 "CACHE_NAMESPACE": NAMESPACE,
                 # Nothing may expire during a run (60 s for stats by default).
                 **{f"CACHE_TTL_{kind}": "3600" for kind in ("STATS", "THREATS", "CHARTS")},
+                # The warm-up reads each field's cache status (X-Cache-Debug).
+                "CACHE_DEBUG_HEADER": "true",
             }
             for round_ in range(1, args.rounds + 1):
                 for path in PATHS:
