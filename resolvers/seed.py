@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
+from resolvers import rollups
 from resolvers.records import Severity
 from resolvers.store import BUSY_TIMEOUT_MS, Database, threats
 
@@ -263,6 +264,9 @@ async def seed(
     else:
         await db.create_schema()
         await _load_generic(db, rows, count, batch, report)
+    # The loaders bypass ingest, so the rollups are recounted once, from what is now there.
+    async with db.write() as conn:
+        await rollups.rebuild(conn)
 
 
 def _load_sqlite(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -94,6 +97,23 @@ pending_invalidations = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The rollups (see resolvers/rollups.py): threats per (severity, source, category) and per
+# UTC hour of publishedAt, kept in step by every write so that no aggregate scans `threats`.
+threat_totals = Table(
+    "threat_totals",
+    metadata,
+    Column("severity", SmallInteger, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("category", String(64), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+threat_hours = Table(
+    "threat_hours",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("n", BigInteger, nullable=False),
 )
 
 # Every list ordering is (published_at DESC, id DESC): each filter column leads an index
@@ -216,11 +236,18 @@ class Database:
                 yield conn
 
     async def create_schema(self, *, indexes: bool = True) -> None:
-        """Create the table (and, unless told not to, its indexes) if missing."""
+        """Create the tables (and, unless told not to, the indexes) if missing; count the
+        rollups of a database that has threats but no rollups yet."""
+        # rollups.py builds on the tables defined here, so it is imported here, not above.
+        from resolvers import rollups
+
         async with self.write() as conn:
             await conn.run_sync(metadata.create_all)
             if indexes:
                 await self._create_indexes(conn)
+            if await rollups.missing(conn):
+                log.info("rollups: counting the existing threats (once, on this first start)")
+                await rollups.rebuild(conn)
         await self.epochs.read()
 
     async def create_indexes(self) -> None:
