@@ -17,8 +17,8 @@ import collections
 import datetime as dt
 import logging
 import time
-from types import SimpleNamespace
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Table, func, insert, select

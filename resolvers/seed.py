@@ -21,7 +21,6 @@ import orjson
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
-from resolvers import rollups
 from resolvers.records import Severity
 from resolvers.store import BUSY_TIMEOUT_MS, Database, threats
 
@@ -265,8 +264,7 @@ async def seed(
         await db.create_schema()
         await _load_generic(db, rows, count, batch, report)
     # The loaders bypass ingest, so the rollups are recounted once, from what is now there.
-    async with db.write() as conn:
-        await rollups.rebuild(conn)
+    await db.recount()
 
 
 def _load_sqlite(

@@ -250,6 +250,13 @@ class Database:
                 await rollups.rebuild(conn)
         await self.epochs.read()
 
+    async def recount(self) -> None:
+        """Recount the rollups from `threats`: after a write that bypassed ingest."""
+        from resolvers import rollups
+
+        async with self.write() as conn:
+            await rollups.rebuild(conn)
+
     async def create_indexes(self) -> None:
         async with self.write() as conn:
             await self._create_indexes(conn)
