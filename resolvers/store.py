@@ -270,6 +270,14 @@ class Database:
     async def drop_indexes(self) -> None:
         async with self.write() as conn:
             await conn.run_sync(_drop_indexes)
+            if not self.is_sqlite:
+                for name in ("ix_threats_title_trgm", "ix_threats_description_trgm"):
+                    await conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+
+    async def analyze(self) -> None:
+        """Fresh planner statistics, after a bulk load into PostgreSQL."""
+        async with self.write() as conn:
+            await conn.execute(text("ANALYZE"))
 
     async def drop_schema(self) -> None:
         async with self.write() as conn:
