@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
@@ -257,9 +258,25 @@ class Database:
         async with self.write() as conn:
             await rollups.rebuild(conn)
 
-    async def create_indexes(self) -> None:
+    async def create_indexes(self, *, in_parallel: bool = False) -> None:
+        """Create the indexes if missing; `in_parallel`, on PostgreSQL, builds each on a
+        connection of its own at once (after a bulk load: the trigram ones take longest)."""
+        if self.is_sqlite or not in_parallel:
+            async with self.write() as conn:
+                await self._create_indexes(conn)
+            return
+        extension, *search = _POSTGRES_SEARCH_INDEXES
         async with self.write() as conn:
-            await self._create_indexes(conn)
+            await conn.execute(text(extension))
+
+        async def build(statement: Any) -> None:
+            async with self.engine.begin() as conn:
+                await conn.execute(statement)
+
+        await asyncio.gather(
+            *(build(CreateIndex(index, if_not_exists=True)) for index in INDEXES),
+            *(build(text(statement)) for statement in search),
+        )
 
     async def _create_indexes(self, conn: Any) -> None:
         await conn.run_sync(_create_indexes)
