@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -94,6 +94,16 @@ def _increment(conn: AsyncConnection, table: Table, keys: tuple[str, ...]) -> An
     )
 
 
+async def lock(conn: AsyncConnection) -> None:
+    """Hold off every other writer of the rollups (readers go on) until this transaction
+    ends: a recount then sees each ingest either wholly before it or wholly after it. SQLite
+    needs nothing: its writers take turns."""
+    if conn.dialect.name != "sqlite":
+        await conn.execute(
+            text("LOCK TABLE threat_totals, threat_hours IN SHARE ROW EXCLUSIVE MODE")
+        )
+
+
 async def missing(conn: AsyncConnection) -> bool:
     """True when threats exist but the rollups hold nothing: a database from before them."""
     has_totals = (await conn.execute(select(threat_totals.c.n).limit(1))).first() is not None
@@ -104,6 +114,7 @@ async def missing(conn: AsyncConnection) -> bool:
 
 async def rebuild(conn: AsyncConnection) -> None:
     """Recount both rollups from `threats`, in the caller's transaction."""
+    await lock(conn)
     started = time.perf_counter()
     steps: Iterable[tuple[Table, Any]] = (
         (

@@ -247,8 +247,11 @@ class Database:
             if indexes:
                 await self._create_indexes(conn)
             if await rollups.missing(conn):
-                log.info("rollups: counting the existing threats (once, on this first start)")
-                await rollups.rebuild(conn)
+                # Another process starting beside this one may be counting them already.
+                await rollups.lock(conn)
+                if await rollups.missing(conn):
+                    log.info("rollups: counting the existing threats (once, on this first start)")
+                    await rollups.rebuild(conn)
         await self.epochs.read()
 
     async def recount(self) -> None:

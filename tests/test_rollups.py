@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from typing import Any
@@ -181,6 +182,30 @@ async def test_a_database_without_rollups_is_counted_on_start(db: Database) -> N
         await conn.execute(threat_totals.delete())
         await conn.execute(threat_hours.delete())
     await db.create_schema()
+    await assert_aggregates_match(db)
+
+
+async def test_two_processes_starting_at_once_count_the_rollups_once(db: Database) -> None:
+    await _random_ingests(db, random.Random(16))
+    async with db.write() as conn:
+        await conn.execute(threat_totals.delete())
+        await conn.execute(threat_hours.delete())
+    other = Database(db.url)
+    try:
+        await asyncio.gather(db.create_schema(), other.create_schema())
+    finally:
+        await other.close()
+    await assert_aggregates_match(db)
+
+
+async def test_a_recount_beside_ingests_misses_none_and_counts_none_twice(db: Database) -> None:
+    await _random_ingests(db, random.Random(17), rounds=2)
+    rng = random.Random(18)
+    batches = [
+        [_random_threat(rng, 90_000 + 100 * b + n, rng.choice(SOURCES)) for n in range(30)]
+        for b in range(4)
+    ]
+    await asyncio.gather(db.recount(), *(ingest(db, batch, now=NOW) for batch in batches))
     await assert_aggregates_match(db)
 
 
