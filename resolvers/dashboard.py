@@ -8,7 +8,6 @@ import collections
 import datetime as dt
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resolvers import rollups
 from resolvers.errors import InvalidInput
@@ -24,36 +23,14 @@ def utcnow() -> dt.datetime:
 
 
 async def stats(db: Database, *, now: dt.datetime | None = None) -> Stats:
+    """Two queries: the rollup's buckets, and the scalars of the rows themselves."""
     now = now or utcnow()
-    by_severity = select(threat_totals.c.severity, func.sum(threat_totals.c.n)).group_by(
-        threat_totals.c.severity
-    )
-    sources = select(func.count(threat_totals.c.source.distinct())).where(threat_totals.c.n > 0)
-    # max() over ix_threats_ingested: one step down the index, not a scan.
-    last = select(func.max(threats.c.ingested_at))
-    async with db.engine.connect() as conn:
-        counts = {
-            Severity.from_rank(rank): int(n) for rank, n in (await conn.execute(by_severity)).all()
-        }
-        last24h = await _since(conn, now - dt.timedelta(hours=24))
-        source_count = int((await conn.execute(sources)).scalar_one())
-        last_ingested = (await conn.execute(last)).scalar_one()
-    return Stats(
-        total_threats=sum(counts.values()),
-        critical=counts.get(Severity.CRITICAL, 0),
-        high=counts.get(Severity.HIGH, 0),
-        medium=counts.get(Severity.MEDIUM, 0),
-        low=counts.get(Severity.LOW, 0),
-        info=counts.get(Severity.INFO, 0),
-        last24h=last24h,
-        sources=source_count,
-        last_ingested_at=last_ingested,
-    )
-
-
-async def _since(conn: AsyncConnection, cutoff: dt.datetime) -> int:
-    """Threats published at or after `cutoff`, exactly: the whole hours from the rollup, and
-    the threats of the partial hour before them by an index range (at most an hour's worth)."""
+    buckets = select(
+        threat_totals.c.severity, threat_totals.c.source, func.sum(threat_totals.c.n)
+    ).group_by(threat_totals.c.severity, threat_totals.c.source)
+    cutoff = now - dt.timedelta(hours=24)
+    # The whole hours after the cutoff from the rollup, the partial one before them by an
+    # index range (an hour's threats at most): last24h stays exact for any `now`.
     edge = rollups.hour(cutoff)
     if edge < cutoff:
         edge += dt.timedelta(hours=1)
@@ -61,8 +38,28 @@ async def _since(conn: AsyncConnection, cutoff: dt.datetime) -> int:
         threats.c.published_at >= cutoff, threats.c.published_at < edge
     )
     whole = select(func.coalesce(func.sum(threat_hours.c.n), 0)).where(threat_hours.c.hour >= edge)
-    return int((await conn.execute(partial)).scalar_one()) + int(
-        (await conn.execute(whole)).scalar_one()
+    # max() over ix_threats_ingested: one step down the index, not a scan.
+    last = select(func.max(threats.c.ingested_at))
+    scalars = select(partial.scalar_subquery(), whole.scalar_subquery(), last.scalar_subquery())
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(buckets)).all()
+        in_edge, in_whole, last_ingested = (await conn.execute(scalars)).one()
+    counts: collections.Counter[Severity] = collections.Counter()
+    sources: set[str] = set()
+    for rank, source, n in rows:
+        counts[Severity.from_rank(rank)] += int(n)
+        if n:
+            sources.add(source)
+    return Stats(
+        total_threats=sum(counts.values()),
+        critical=counts[Severity.CRITICAL],
+        high=counts[Severity.HIGH],
+        medium=counts[Severity.MEDIUM],
+        low=counts[Severity.LOW],
+        info=counts[Severity.INFO],
+        last24h=int(in_edge) + int(in_whole),
+        sources=len(sources),
+        last_ingested_at=last_ingested,
     )
 
 
