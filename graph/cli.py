@@ -33,6 +33,9 @@ async def _invalidate(db: Database, tags: list[str]) -> str:
 
     settings = get_settings()
     await db.create_schema()
+    if not tags:
+        # A change made behind the API's back (plain SQL) did not move the rollups either.
+        await db.recount()
     cache = build_cache(settings, db)
     if cache is None:
         await db.epochs.bump()

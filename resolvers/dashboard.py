@@ -1,14 +1,18 @@
-"""The dashboard's aggregates: totals, the trend, and the severity and source charts."""
+"""The dashboard's aggregates: totals, the trend, and the severity and source charts.
+
+All are read from the rollups (resolvers/rollups.py), never by scanning `threats`."""
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 
 from sqlalchemy import func, select
 
+from resolvers import rollups
 from resolvers.errors import InvalidInput
 from resolvers.records import Severity, SeverityCount, SourceCount, Stats, TrendPoint
-from resolvers.store import Database, threats
+from resolvers.store import Database, threat_hours, threat_totals, threats
 
 MAX_TREND_DAYS = 366
 MAX_SOURCES = 100
@@ -19,27 +23,42 @@ def utcnow() -> dt.datetime:
 
 
 async def stats(db: Database, *, now: dt.datetime | None = None) -> Stats:
+    """Two queries: the rollup's buckets, and the scalars of the rows themselves."""
     now = now or utcnow()
-    by_severity = select(threats.c.severity, func.count()).group_by(threats.c.severity)
-    recent = select(func.count()).where(threats.c.published_at >= now - dt.timedelta(hours=24))
-    sources = select(func.count(threats.c.source.distinct()))
+    buckets = select(
+        threat_totals.c.severity, threat_totals.c.source, func.sum(threat_totals.c.n)
+    ).group_by(threat_totals.c.severity, threat_totals.c.source)
+    cutoff = now - dt.timedelta(hours=24)
+    # The whole hours after the cutoff from the rollup, the partial one before them by an
+    # index range (an hour's threats at most): last24h stays exact for any `now`.
+    edge = rollups.hour(cutoff)
+    if edge < cutoff:
+        edge += dt.timedelta(hours=1)
+    partial = select(func.count()).where(
+        threats.c.published_at >= cutoff, threats.c.published_at < edge
+    )
+    whole = select(func.coalesce(func.sum(threat_hours.c.n), 0)).where(threat_hours.c.hour >= edge)
+    # max() over ix_threats_ingested: one step down the index, not a scan.
     last = select(func.max(threats.c.ingested_at))
+    scalars = select(partial.scalar_subquery(), whole.scalar_subquery(), last.scalar_subquery())
     async with db.engine.connect() as conn:
-        counts = {
-            Severity.from_rank(rank): n for rank, n in (await conn.execute(by_severity)).all()
-        }
-        last24h = int((await conn.execute(recent)).scalar_one())
-        source_count = int((await conn.execute(sources)).scalar_one())
-        last_ingested = (await conn.execute(last)).scalar_one()
+        rows = (await conn.execute(buckets)).all()
+        in_edge, in_whole, last_ingested = (await conn.execute(scalars)).one()
+    counts: collections.Counter[Severity] = collections.Counter()
+    sources: set[str] = set()
+    for rank, source, n in rows:
+        counts[Severity.from_rank(rank)] += int(n)
+        if n:
+            sources.add(source)
     return Stats(
         total_threats=sum(counts.values()),
-        critical=counts.get(Severity.CRITICAL, 0),
-        high=counts.get(Severity.HIGH, 0),
-        medium=counts.get(Severity.MEDIUM, 0),
-        low=counts.get(Severity.LOW, 0),
-        info=counts.get(Severity.INFO, 0),
-        last24h=last24h,
-        sources=source_count,
+        critical=counts[Severity.CRITICAL],
+        high=counts[Severity.HIGH],
+        medium=counts[Severity.MEDIUM],
+        low=counts[Severity.LOW],
+        info=counts[Severity.INFO],
+        last24h=int(in_edge) + int(in_whole),
+        sources=len(sources),
         last_ingested_at=last_ingested,
     )
 
@@ -54,23 +73,23 @@ async def trend(
     first = today - dt.timedelta(days=days - 1)
     start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
     end = start + dt.timedelta(days=days)
-    day = func.date(threats.c.published_at)
-    query = (
-        select(day, func.count())
-        .where(threats.c.published_at >= start, threats.c.published_at < end)
-        .group_by(day)
+    query = select(threat_hours.c.hour, threat_hours.c.n).where(
+        threat_hours.c.hour >= start, threat_hours.c.hour < end
     )
     async with db.engine.connect() as conn:
         rows = (await conn.execute(query)).all()
-    # SQLite's date() gives text, PostgreSQL's a date.
-    counts = {d if isinstance(d, dt.date) else dt.date.fromisoformat(d): int(n) for d, n in rows}
+    counts: collections.Counter[dt.date] = collections.Counter()
+    for hour, n in rows:
+        counts[hour.date()] += int(n)
     points = (first + dt.timedelta(days=i) for i in range(days))
     return [TrendPoint(date=d, count=counts.get(d, 0)) for d in points]
 
 
 async def severity_breakdown(db: Database) -> list[SeverityCount]:
     """All five severities, zeros included, CRITICAL first."""
-    query = select(threats.c.severity, func.count()).group_by(threats.c.severity)
+    query = select(threat_totals.c.severity, func.sum(threat_totals.c.n)).group_by(
+        threat_totals.c.severity
+    )
     async with db.engine.connect() as conn:
         counts = {rank: n for rank, n in (await conn.execute(query)).all()}
     return [SeverityCount(severity=s, count=int(counts.get(s.rank, 0))) for s in Severity]
@@ -80,11 +99,12 @@ async def source_breakdown(db: Database, *, limit: int = 10) -> list[SourceCount
     """The `limit` largest sources, by count descending, then name."""
     if not 1 <= limit <= MAX_SOURCES:
         raise InvalidInput(f"limit must be between 1 and {MAX_SOURCES}", argument="limit")
-    n = func.count().label("n")
+    n = func.sum(threat_totals.c.n).label("n")
     query = (
-        select(threats.c.source, n)
-        .group_by(threats.c.source)
-        .order_by(n.desc(), threats.c.source)
+        select(threat_totals.c.source, n)
+        .group_by(threat_totals.c.source)
+        .having(n > 0)
+        .order_by(n.desc(), threat_totals.c.source)
         .limit(limit)
     )
     async with db.engine.connect() as conn:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from resolvers.errors import InvalidInput
 from resolvers.records import IngestOutcome, Threat, ThreatChange, ThreatInput
+from resolvers.rollups import Deltas
 from resolvers.store import Database, threats
 from resolvers.threats import row_to_threat
 
@@ -172,6 +173,14 @@ async def _upsert(db: Database, batch: Sequence[ThreatInput], now: dt.datetime) 
             )
             for new_id, values in zip(result.scalars().all(), inserts, strict=True):
                 changes.append(ThreatChange(before=None, after=_threat(new_id, values)))
+        # The rollups move in this same transaction: a failed batch leaves them untouched too.
+        deltas = Deltas()
+        for values in inserts:
+            deltas.add(values)
+        for row, values in updates:
+            deltas.add(row, -1)
+            deltas.add(values)
+        await deltas.apply(conn)
         pending = await db.pending(conn) if changes else None
     return IngestOutcome(
         inserted=len(inserts),

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 
 from resolvers.records import Severity
-from resolvers.store import BUSY_TIMEOUT_MS, Database, threats
+from resolvers.store import BUSY_TIMEOUT_MS, Database
 
 
 @dataclass(frozen=True)
@@ -260,9 +259,14 @@ async def seed(
         path = make_url(db.url).database or ":memory:"
         await asyncio.to_thread(_load_sqlite, path, rows, count, batch, report)
         await db.create_indexes()
+        # The loaders bypass ingest, so the rollups are recounted once, from what is now there.
+        await db.recount()
     else:
-        await db.create_schema()
-        await _load_generic(db, rows, count, batch, report)
+        await db.create_schema(indexes=False)
+        await _load_postgres(db, rows, count, batch, report)
+        # The recount reads the whole table anyway: it needs none of the indexes being built.
+        await asyncio.gather(db.create_indexes(in_parallel=True), db.recount())
+        await db.analyze()  # the planner's statistics would otherwise describe an empty table
 
 
 def _load_sqlite(
@@ -298,25 +302,37 @@ def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
-async def _load_generic(
+async def _load_postgres(
     db: Database, rows: Iterator[tuple[Any, ...]], count: int, batch: int, report: Progress
 ) -> None:
-    statement = pg_insert(threats).on_conflict_do_nothing(index_elements=["source", "external_id"])
-    done = 0
-    while done < count:
-        chunk = [_generic_row(r) for r in itertools.islice(rows, batch)]
-        if not chunk:
-            break
-        async with db.write() as conn:
-            await conn.execute(statement, chunk)
-        done += len(chunk)
-        report(done, count)
-
-
-def _generic_row(row: tuple[Any, ...]) -> dict[str, Any]:
-    values = dict(zip(_COLUMNS, row, strict=True))
-    values["tags"] = orjson.loads(values["tags"])
-    values["indicators"] = orjson.loads(values["indicators"])
-    values["published_at"] = values["published_at"].replace(tzinfo=dt.UTC)
-    values["ingested_at"] = values["ingested_at"].replace(tzinfo=dt.UTC)
-    return values
+    """COPY, the fastest way in: straight into an empty table (its indexes dropped, to be
+    built once afterwards), else through a staging table so that known threats are skipped."""
+    empty = await db.count() == 0
+    if empty:
+        await db.drop_indexes()
+    columns = list(_COLUMNS)
+    names = ", ".join(columns)
+    async with db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        pg = raw.driver_connection  # asyncpg's own connection: SQLAlchemy has no COPY
+        assert pg is not None
+        done = 0
+        while done < count:
+            chunk = list(itertools.islice(rows, batch))
+            if not chunk:
+                break
+            async with pg.transaction():
+                if empty:
+                    await pg.copy_records_to_table("threats", records=chunk, columns=columns)
+                else:
+                    await pg.execute(
+                        "CREATE TEMP TABLE seed_staging ON COMMIT DROP AS "
+                        f"SELECT {names} FROM threats WITH NO DATA"
+                    )
+                    await pg.copy_records_to_table("seed_staging", records=chunk, columns=columns)
+                    await pg.execute(
+                        f"INSERT INTO threats ({names}) SELECT {names} FROM seed_staging "
+                        "ON CONFLICT (source, external_id) DO NOTHING"
+                    )
+            done += len(chunk)
+            report(done, count)

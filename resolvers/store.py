@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,8 +32,11 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateIndex
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -94,6 +98,23 @@ pending_invalidations = Table(
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The rollups (see resolvers/rollups.py): threats per (severity, source, category) and per
+# UTC hour of publishedAt, kept in step by every write so that no aggregate scans `threats`.
+threat_totals = Table(
+    "threat_totals",
+    metadata,
+    Column("severity", SmallInteger, primary_key=True),
+    Column("source", String(64), primary_key=True),
+    Column("category", String(64), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+threat_hours = Table(
+    "threat_hours",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("n", BigInteger, nullable=False),
 )
 
 # Every list ordering is (published_at DESC, id DESC): each filter column leads an index
@@ -216,16 +237,49 @@ class Database:
                 yield conn
 
     async def create_schema(self, *, indexes: bool = True) -> None:
-        """Create the table (and, unless told not to, its indexes) if missing."""
+        """Create the tables (and, unless told not to, the indexes) if missing; count the
+        rollups of a database that has threats but no rollups yet."""
+        # rollups.py builds on the tables defined here, so it is imported here, not above.
+        from resolvers import rollups
+
         async with self.write() as conn:
             await conn.run_sync(metadata.create_all)
             if indexes:
                 await self._create_indexes(conn)
+            if await rollups.missing(conn):
+                # Another process starting beside this one may be counting them already.
+                await rollups.lock(conn)
+                if await rollups.missing(conn):
+                    log.info("rollups: counting the existing threats (once, on this first start)")
+                    await rollups.rebuild(conn)
         await self.epochs.read()
 
-    async def create_indexes(self) -> None:
+    async def recount(self) -> None:
+        """Recount the rollups from `threats`: after a write that bypassed ingest."""
+        from resolvers import rollups
+
         async with self.write() as conn:
-            await self._create_indexes(conn)
+            await rollups.rebuild(conn)
+
+    async def create_indexes(self, *, in_parallel: bool = False) -> None:
+        """Create the indexes if missing; `in_parallel`, on PostgreSQL, builds each on a
+        connection of its own at once (after a bulk load: the trigram ones take longest)."""
+        if self.is_sqlite or not in_parallel:
+            async with self.write() as conn:
+                await self._create_indexes(conn)
+            return
+        extension, *search = _POSTGRES_SEARCH_INDEXES
+        async with self.write() as conn:
+            await conn.execute(text(extension))
+
+        async def build(statement: Any) -> None:
+            async with self.engine.begin() as conn:
+                await conn.execute(statement)
+
+        await asyncio.gather(
+            *(build(CreateIndex(index, if_not_exists=True)) for index in INDEXES),
+            *(build(text(statement)) for statement in search),
+        )
 
     async def _create_indexes(self, conn: Any) -> None:
         await conn.run_sync(_create_indexes)
@@ -236,6 +290,14 @@ class Database:
     async def drop_indexes(self) -> None:
         async with self.write() as conn:
             await conn.run_sync(_drop_indexes)
+            if not self.is_sqlite:
+                for name in ("ix_threats_title_trgm", "ix_threats_description_trgm"):
+                    await conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+
+    async def analyze(self) -> None:
+        """Fresh planner statistics, after a bulk load into PostgreSQL."""
+        async with self.write() as conn:
+            await conn.execute(text("ANALYZE"))
 
     async def drop_schema(self) -> None:
         async with self.write() as conn:

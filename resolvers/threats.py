@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 
 from resolvers.errors import InvalidInput
 from resolvers.records import Indicator, IndicatorKind, Severity, Threat, ThreatFilter, ThreatPage
-from resolvers.store import Database, threats, unicode_lower
+from resolvers.store import Database, threat_totals, threats, unicode_lower
 
 MAX_LIMIT = 100
 MAX_PAGE = 100_000
@@ -64,6 +64,21 @@ def _where(query: Select[Any], conditions: Sequence[ColumnElement[bool]]) -> Sel
     return query.where(and_(*conditions)) if conditions else query
 
 
+def _total_query(where: ThreatFilter | None, conditions: list[ColumnElement[bool]]) -> Any:
+    """From the rollup when the filter is only severity, source and category (each a key
+    of `threat_totals`); otherwise a count over the filtered threats."""
+    if where is not None and (where.search or where.since is not None):
+        return _where(select(func.count()).select_from(threats), conditions)
+    rolled: list[ColumnElement[bool]] = []
+    if where is not None and where.severity:
+        rolled.append(threat_totals.c.severity.in_(sorted({s.rank for s in where.severity})))
+    if where is not None and where.source is not None:
+        rolled.append(threat_totals.c.source == where.source)
+    if where is not None and where.category is not None:
+        rolled.append(threat_totals.c.category == where.category)
+    return _where(select(func.coalesce(func.sum(threat_totals.c.n), 0)), rolled)
+
+
 async def list_threats(
     db: Database, *, page: int = 1, limit: int = 10, where: ThreatFilter | None = None
 ) -> ThreatPage:
@@ -76,7 +91,7 @@ async def list_threats(
     rows_query = _where(select(threats), conditions)
     rows_query = rows_query.order_by(threats.c.published_at.desc(), threats.c.id.desc())
     rows_query = rows_query.limit(limit).offset((page - 1) * limit)
-    total_query = _where(select(func.count()).select_from(threats), conditions)
+    total_query = _total_query(where, conditions)
     async with db.engine.connect() as conn:
         rows = (await conn.execute(rows_query)).all()
         total = int((await conn.execute(total_query)).scalar_one())

@@ -45,7 +45,13 @@ async def _postgres() -> Database:
             pytest.fail(f"CI=true but PostgreSQL is unreachable at {POSTGRES_URL}: {exc}")
         pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}")
     async with db.engine.begin() as conn:
-        for table in ("threats", "cache_epoch", "pending_invalidations"):
+        for table in (
+            "threats",
+            "threat_totals",
+            "threat_hours",
+            "cache_epoch",
+            "pending_invalidations",
+        ):
             await conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
     return db
 
