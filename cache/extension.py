@@ -185,11 +185,14 @@ class CachedField(FieldExtension):
         if state is None:
             return await next_(source, info, **kwargs)
         coordinate = self._coordinate or self._coordinate_of(info)
+        # A refreshable field's compute is kept to be called again later: it holds the
+        # context (the database, the clock) but not the request's document and variables.
+        bound = _detached(info) if self.policy.refresh else info
         value, lookup = await state.cache.resolve(
             self.policy,
             coordinate,
             kwargs,
-            lambda: next_(source, info, **kwargs),
+            lambda: next_(source, bound, **kwargs),
             self._decoder(),
             state.identity,
         )
@@ -207,6 +210,19 @@ class CachedField(FieldExtension):
         return value
 
 
+def _detached(info: Info) -> Info:
+    """`info` without what only its request needs: the resolver gets the same context."""
+    # Empty, not copied: a refreshable resolver reads none of them (see `CachePolicy`).
+    raw = info._raw_info._replace(
+        field_nodes=[],
+        fragments={},
+        operation=None,  # type: ignore[arg-type]
+        variable_values={},  # type: ignore[arg-type]
+        root_value=None,
+    )
+    return type(info)(_raw_info=raw, _field=info._field)
+
+
 def cache_control(
     max_age: int,
     *,
@@ -214,6 +230,8 @@ def cache_control(
     group: str = "default",
     tags: Tags | None = None,
     boundary: Boundary | None = None,
+    refresh: bool = False,
 ) -> CachedField:
-    """Declare a field cacheable: put the result in `extensions=[...]` of `strawberry.field`."""
-    return CachedField(CachePolicy(max_age, scope, group, tags, boundary))
+    """Declare a field cacheable: put the result in `extensions=[...]` of `strawberry.field`.
+    `refresh=True` only for a resolver that uses nothing of the request (see `CachePolicy`)."""
+    return CachedField(CachePolicy(max_age, scope, group, tags, boundary, refresh))
