@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -123,6 +124,7 @@ class Cache:
         self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
         self._settles: TickBatcher[tuple[Backend, str], bytes] = TickBatcher(self._settle)
         self.flights = Flights(self.keys, lease_ms, clock, self._writes.submit, self._leases.submit)
+        self._revalidations: set[asyncio.Task[None]] = set()
         self.refresher = Refresher(self._refresh, capacity=refresh_entries, every=refresh_every)
 
     @property
@@ -198,13 +200,16 @@ class Cache:
         only what it can store (a valid entry, or any reason to bypass, leaves it idle)."""
         if not self.enabled or (policy.scope is Scope.PRIVATE and identity is None):
             return await self._bypass(coordinate, compute, refreshing)
-        ttl = float(self.max_age.get(policy.group, policy.max_age))
-        bucket = ""
+        max_age = ttl = float(self.max_age.get(policy.group, policy.max_age))
+        bucket, left = "", float("inf")
         if policy.boundary is not None:
             bucket, left = policy.boundary(self.clock())
             ttl = min(ttl, left)
         if ttl < 0.001:
             return await self._bypass(coordinate, compute, refreshing)
+        # Stored `swr` seconds past its max age to be served while revalidated, never past
+        # its boundary (the next period's key differs anyway).
+        kept = min(max_age + policy.swr, left) if policy.swr else ttl
         try:
             encoded_args = canonical_args(args)
         except (TypeError, ValueError):  # arguments with no canonical form are not cached
@@ -236,6 +241,12 @@ class Cache:
         raw, generations = read.values[0], read.values[1:]
         if raw is not None and None not in generations:
             hit = valid(raw, generations)  # type: ignore[arg-type]
+            stale = False
+            if hit is not MISSING and policy.swr:
+                age = self.clock() - hit[0]
+                stale = age >= max_age
+                if stale and (refreshing or age >= max_age + policy.swr):
+                    hit = MISSING  # past its window: an ordinary miss
             if hit is not MISSING:
                 created, value = hit
                 try:
@@ -246,6 +257,18 @@ class Cache:
                     if refreshing:  # already fresh (another process refreshed it)
                         return value, Lookup("HIT", key, None)
                     self.stats.record(coordinate, "HIT")
+                    if stale:
+                        # Its generations are current: no write made it stale, only time.
+                        # Served, never built upon (no generations: no operation entry).
+                        shared = read.backend if read.shared else None
+                        current = tuple(g for g in generations if g is not None)
+                        self._revalidate(shared, key, current, int(kept * 1000), compute, decode)
+                        if hot:
+                            self.refresher.seen(
+                                policy, coordinate, encoded_args, args, compute, decode
+                            )
+                        age = max(0.0, self.clock() - created)
+                        return value, Lookup("STALE", key, age)
                     logger.debug("cache hit %s", key)
                     if hot:
                         self.refresher.seen(policy, coordinate, encoded_args, args, compute, decode)
@@ -270,10 +293,34 @@ class Cache:
         if not refreshing:
             self.stats.record(coordinate, status)
         shared = read.backend if read.shared else None
-        value = await self.flights.run(shared, key, settled, int(ttl * 1000), compute, decode)
+        value = await self.flights.run(shared, key, settled, int(kept * 1000), compute, decode)
         if hot:
             self.refresher.seen(policy, coordinate, encoded_args, args, compute, decode)
         return value, Lookup(status, key, None, ttl, tags, settled if read.shared else None)
+
+    def _revalidate(
+        self,
+        shared: Backend | None,
+        key: str,
+        generations: tuple[bytes, ...],
+        ttl_ms: int,
+        compute: Callable[[], Awaitable[Any]],
+        decode: Decoder,
+    ) -> None:
+        """Recompute a stale entry in the background, once: in its flight (the generations
+        it was read under), so peers and later stale readers join it."""
+        if self.flights.running(key, generations):
+            return
+
+        async def run() -> None:
+            try:
+                await self.flights.run(shared, key, generations, ttl_ms, compute, decode)
+            except Exception:  # the stale entry stays until its window ends; then a miss
+                logger.warning("revalidating %s failed", key, exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(run(), context=contextvars.Context())
+        self._revalidations.add(task)
+        task.add_done_callback(self._revalidations.discard)
 
     async def _bypass(
         self, coordinate: str, compute: Callable[[], Awaitable[Any]], refreshing: bool = False
@@ -464,6 +511,9 @@ class Cache:
 
     async def close(self) -> None:
         await self.refresher.close()
+        for task in list(self._revalidations):
+            task.cancel()
+        await asyncio.gather(*self._revalidations, return_exceptions=True)
         if self._subscriber is not None:
             await self._subscriber.stop()
         await self.trust.close()
