@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -31,6 +30,7 @@ from cache.local import LocalTier
 from cache.policy import CachePolicy, Scope
 from cache.pubsub import Subscriber
 from cache.refresh import Hot, Refresher
+from cache.revalidate import Revalidator
 from cache.stats import CacheStats
 from cache.trust import Trust
 
@@ -124,7 +124,7 @@ class Cache:
         self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
         self._settles: TickBatcher[tuple[Backend, str], bytes] = TickBatcher(self._settle)
         self.flights = Flights(self.keys, lease_ms, clock, self._writes.submit, self._leases.submit)
-        self._revalidations: set[asyncio.Task[None]] = set()
+        self.revalidator = Revalidator(self.flights)
         self.refresher = Refresher(self._refresh, capacity=refresh_entries, every=refresh_every)
 
     @property
@@ -262,7 +262,9 @@ class Cache:
                         # Served, never built upon (no generations: no operation entry).
                         shared = read.backend if read.shared else None
                         current = tuple(g for g in generations if g is not None)
-                        self._revalidate(shared, key, current, int(kept * 1000), compute, decode)
+                        self.revalidator.start(
+                            shared, key, current, int(kept * 1000), compute, decode
+                        )
                         if hot:
                             self.refresher.seen(
                                 policy, coordinate, encoded_args, args, compute, decode
@@ -297,30 +299,6 @@ class Cache:
         if hot:
             self.refresher.seen(policy, coordinate, encoded_args, args, compute, decode)
         return value, Lookup(status, key, None, ttl, tags, settled if read.shared else None)
-
-    def _revalidate(
-        self,
-        shared: Backend | None,
-        key: str,
-        generations: tuple[bytes, ...],
-        ttl_ms: int,
-        compute: Callable[[], Awaitable[Any]],
-        decode: Decoder,
-    ) -> None:
-        """Recompute a stale entry in the background, once: in its flight (the generations
-        it was read under), so peers and later stale readers join it."""
-        if self.flights.running(key, generations):
-            return
-
-        async def run() -> None:
-            try:
-                await self.flights.run(shared, key, generations, ttl_ms, compute, decode)
-            except Exception:  # the stale entry stays until its window ends; then a miss
-                logger.warning("revalidating %s failed", key, exc_info=True)
-
-        task = asyncio.get_running_loop().create_task(run(), context=contextvars.Context())
-        self._revalidations.add(task)
-        task.add_done_callback(self._revalidations.discard)
 
     async def _bypass(
         self, coordinate: str, compute: Callable[[], Awaitable[Any]], refreshing: bool = False
@@ -511,9 +489,7 @@ class Cache:
 
     async def close(self) -> None:
         await self.refresher.close()
-        for task in list(self._revalidations):
-            task.cancel()
-        await asyncio.gather(*self._revalidations, return_exceptions=True)
+        await self.revalidator.close()
         if self._subscriber is not None:
             await self._subscriber.stop()
         await self.trust.close()

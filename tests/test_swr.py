@@ -49,7 +49,7 @@ async def read(cache: Cache, origin: Origin, policy: CachePolicy = POLICY) -> tu
 async def settled(cache: Cache) -> None:
     """Revalidations done, and their flights no longer shared: real time passes slower than
     these tests' clock, and a flight just finished would be joined (FLIGHT_MEMORY)."""
-    await asyncio.gather(*cache._revalidations)
+    await cache.revalidator.idle()
     async with asyncio.timeout(5):
         while cache.flights._flights:
             await asyncio.sleep(0.02)
@@ -102,7 +102,7 @@ async def test_a_fresh_entry_is_a_plain_hit(cache: Cache, clock: Clock) -> None:
     await read(cache, origin)
     clock.now += 59
     assert await read(cache, origin) == ([1], "HIT")
-    assert not cache._revalidations
+    assert not cache.revalidator.tasks
 
 
 async def test_a_failing_revalidation_keeps_serving_stale_and_fails_nothing(
