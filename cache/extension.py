@@ -39,25 +39,35 @@ class CacheControl:
 
     max_age: int
     scope: CacheControlScope | None = strawberry.UNSET  # type: ignore[valid-type]
+    # Ours, not Apollo's: seconds an expired answer may be served while it is recomputed.
+    stale_while_revalidate: int | None = strawberry.UNSET
 
 
 @dataclass
 class OperationRecord:
     """What one execution teaches the whole-operation cache: whether every root field was
     served by the cache, and the policy composed from them as Apollo composes it (the
-    smallest max age, PRIVATE if any field is, the union of their tags)."""
+    smallest max age, PRIVATE if any field is, the union of their tags; the smallest
+    stale-while-revalidate window, none if a field has none)."""
 
     cacheable: bool = True
     ttl: float = float("inf")
     private: bool = False
+    swr: float = float("inf")
     generations: dict[str, bytes] = field(default_factory=dict)
     epoch: str | None = None  # the cache epoch when the operation began; None: not stored
 
-    def add(self, lookup: Lookup, scope: Scope) -> None:
+    @property
+    def window(self) -> int:
+        """The composed stale-while-revalidate window in seconds, 0 for none."""
+        return 0 if self.swr == float("inf") else int(self.swr)
+
+    def add(self, lookup: Lookup, scope: Scope, swr: int = 0) -> None:
         if lookup.generations is None:
             self.cacheable = False
             return
         self.ttl = min(self.ttl, lookup.ttl)
+        self.swr = min(self.swr, swr)
         self.private = self.private or scope is Scope.PRIVATE
         for tag, generation in zip(lookup.tags, lookup.generations, strict=True):
             if self.generations.setdefault(tag, generation) != generation:
@@ -164,7 +174,10 @@ class CachedField(FieldExtension):
         self._field = field
         # Printed as Apollo prints it: the scope only when it is not the default.
         scope = self.policy.scope if self.policy.scope is Scope.PRIVATE else strawberry.UNSET
-        directive = CacheControl(max_age=self.policy.max_age, scope=scope)
+        swr = self.policy.swr or strawberry.UNSET
+        directive = CacheControl(
+            max_age=self.policy.max_age, scope=scope, stale_while_revalidate=swr
+        )
         if directive not in field.directives:  # once, however many schemas share the field
             field.directives.append(directive)
 
@@ -185,16 +198,19 @@ class CachedField(FieldExtension):
         if state is None:
             return await next_(source, info, **kwargs)
         coordinate = self._coordinate or self._coordinate_of(info)
+        # A refreshable field's compute is kept to be called again later: it holds the
+        # context (the database, the clock) but not the request's document and variables.
+        bound = _detached(info) if self.policy.refresh or self.policy.swr else info
         value, lookup = await state.cache.resolve(
             self.policy,
             coordinate,
             kwargs,
-            lambda: next_(source, info, **kwargs),
+            lambda: next_(source, bound, **kwargs),
             self._decoder(),
             state.identity,
         )
         if state.record is not None:
-            state.record.add(lookup, self.policy.scope)
+            state.record.add(lookup, self.policy.scope, self.policy.swr)
         if state.records is not None:
             state.records.append(
                 {
@@ -207,6 +223,19 @@ class CachedField(FieldExtension):
         return value
 
 
+def _detached(info: Info) -> Info:
+    """`info` without what only its request needs: the resolver gets the same context."""
+    # Empty, not copied: a refreshable resolver reads none of them (see `CachePolicy`).
+    raw = info._raw_info._replace(
+        field_nodes=[],
+        fragments={},
+        operation=None,  # type: ignore[arg-type]
+        variable_values={},  # type: ignore[arg-type]
+        root_value=None,
+    )
+    return type(info)(_raw_info=raw, _field=info._field)
+
+
 def cache_control(
     max_age: int,
     *,
@@ -214,6 +243,9 @@ def cache_control(
     group: str = "default",
     tags: Tags | None = None,
     boundary: Boundary | None = None,
+    refresh: bool = False,
+    swr: int = 0,
 ) -> CachedField:
-    """Declare a field cacheable: put the result in `extensions=[...]` of `strawberry.field`."""
-    return CachedField(CachePolicy(max_age, scope, group, tags, boundary))
+    """Declare a field cacheable: put the result in `extensions=[...]` of `strawberry.field`.
+    `refresh=True` only for a resolver that uses nothing of the request (see `CachePolicy`)."""
+    return CachedField(CachePolicy(max_age, scope, group, tags, boundary, refresh, swr))

@@ -29,6 +29,8 @@ from cache.keys import GENERATION_TTL_MS, KeySpace, canonical_args, new_generati
 from cache.local import LocalTier
 from cache.policy import CachePolicy, Scope
 from cache.pubsub import Subscriber
+from cache.refresh import Hot, Refresher
+from cache.revalidate import Revalidator
 from cache.stats import CacheStats
 from cache.trust import Trust
 
@@ -62,7 +64,9 @@ class Cache:
     """One per process. `backend` is shared (Redis); while it may not be read, answers come
     from the origin, or from `fallback` for a process that is alone; `epochs` keeps the epoch
     where the data is (see `cache.trust` for when Redis is trusted). `poll` is how often the
-    epoch is read again (out-of-band writes are seen within it)."""
+    epoch is read again (out-of-band writes are seen within it). `refresh_entries` hot entries
+    of refreshable fields are recomputed after a write, rounds `refresh_every` seconds apart
+    (see `cache.refresh`); 0 entries turns refresh off."""
 
     def __init__(
         self,
@@ -80,6 +84,8 @@ class Cache:
         lease_ms: int = 5_000,
         local_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        refresh_entries: int = 256,
+        refresh_every: float = 0.5,
     ) -> None:
         self.backend = backend
         self.enabled = enabled
@@ -118,6 +124,8 @@ class Cache:
         self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
         self._settles: TickBatcher[tuple[Backend, str], bytes] = TickBatcher(self._settle)
         self.flights = Flights(self.keys, lease_ms, clock, self._writes.submit, self._leases.submit)
+        self.revalidator = Revalidator(self.flights)
+        self.refresher = Refresher(self._refresh, capacity=refresh_entries, every=refresh_every)
 
     @property
     def fallback(self) -> MemoryBackend | None:
@@ -183,24 +191,32 @@ class Cache:
         compute: Callable[[], Awaitable[Any]],
         decode: Decoder,
         identity: str | None = None,
+        *,
+        refreshing: bool = False,
     ) -> tuple[Any, Lookup]:
-        """The value of one field: from the cache when valid, else computed once and stored."""
+        """The value of one field: from the cache when valid, else computed once and stored.
+
+        `refreshing`: a refresh after a write, not a read: it is not counted, and it computes
+        only what it can store (a valid entry, or any reason to bypass, leaves it idle)."""
         if not self.enabled or (policy.scope is Scope.PRIVATE and identity is None):
-            return await self._bypass(coordinate, compute)
-        ttl = float(self.max_age.get(policy.group, policy.max_age))
-        bucket = ""
+            return await self._bypass(coordinate, compute, refreshing)
+        max_age = ttl = float(self.max_age.get(policy.group, policy.max_age))
+        bucket, left = "", float("inf")
         if policy.boundary is not None:
             bucket, left = policy.boundary(self.clock())
             ttl = min(ttl, left)
         if ttl < 0.001:
-            return await self._bypass(coordinate, compute)
+            return await self._bypass(coordinate, compute, refreshing)
+        # Stored `swr` seconds past its max age to be served while revalidated, never past
+        # its boundary (the next period's key differs anyway).
+        kept = min(max_age + policy.swr, left) if policy.swr else ttl
         try:
             encoded_args = canonical_args(args)
         except (TypeError, ValueError):  # arguments with no canonical form are not cached
-            return await self._bypass(coordinate, compute)
+            return await self._bypass(coordinate, compute, refreshing)
         epoch = self.trust.current() or await self.trust.ready()
         if epoch is None:  # nothing cached can be trusted, nor stored
-            return await self._bypass(coordinate, compute)
+            return await self._bypass(coordinate, compute, refreshing)
         key = self.keys.entry(
             policy.group,
             coordinate,
@@ -210,16 +226,27 @@ class Cache:
             epoch,
         )
         tags = policy.dependencies(args)
+        # Tracked once served from (or stored in) the cache: a failing or uncacheable read
+        # is not kept to be refreshed.
+        hot = policy.refresh and not refreshing
         generation_keys = [self.keys.generation(tag) for tag in tags]
         read = await self._reads.submit([key, *generation_keys])
         if read.epoch != epoch or read.backend is None:
             # The epoch changed while we read (what we read may predate it), or nothing
             # can be read: compute, and store nothing.
+            if refreshing:
+                return None, Lookup("BYPASS", key, None)
             self.stats.record(coordinate, "MISS")
             return await compute(), Lookup("MISS", key, None)
         raw, generations = read.values[0], read.values[1:]
         if raw is not None and None not in generations:
             hit = valid(raw, generations)  # type: ignore[arg-type]
+            stale = False
+            if hit is not MISSING and policy.swr:
+                age = self.clock() - hit[0]
+                stale = age >= max_age
+                if stale and (refreshing or age >= max_age + policy.swr):
+                    hit = MISSING  # past its window: an ordinary miss
             if hit is not MISSING:
                 created, value = hit
                 try:
@@ -227,8 +254,26 @@ class Cache:
                 except Exception:  # an entry we cannot read is a miss, never an error
                     logger.warning("cache entry %s could not be decoded", key, exc_info=True)
                 else:
+                    if refreshing:  # already fresh (another process refreshed it)
+                        return value, Lookup("HIT", key, None)
                     self.stats.record(coordinate, "HIT")
+                    if stale:
+                        # Its generations are current: no write made it stale, only time.
+                        # Served, never built upon (no generations: no operation entry).
+                        shared = read.backend if read.shared else None
+                        current = tuple(g for g in generations if g is not None)
+                        self.revalidator.start(
+                            shared, key, current, int(kept * 1000), compute, decode
+                        )
+                        if hot:
+                            self.refresher.seen(
+                                policy, coordinate, encoded_args, args, compute, decode
+                            )
+                        age = max(0.0, self.clock() - created)
+                        return value, Lookup("STALE", key, age)
                     logger.debug("cache hit %s", key)
+                    if hot:
+                        self.refresher.seen(policy, coordinate, encoded_args, args, compute, decode)
                     return value, Lookup(
                         "HIT",
                         key,
@@ -241,18 +286,25 @@ class Cache:
         try:
             settled = await self._settle_generations(read.backend, generation_keys, generations)
         except BackendError:
+            if refreshing:
+                return None, Lookup("BYPASS", key, None)
             self.stats.record(coordinate, "MISS")
             return await compute(), Lookup("MISS", key, None)
         # A reader that finds the same computation running waits for it: COALESCED.
         status = "COALESCED" if self.flights.running(key, settled) else "MISS"
-        self.stats.record(coordinate, status)
+        if not refreshing:
+            self.stats.record(coordinate, status)
         shared = read.backend if read.shared else None
-        value = await self.flights.run(shared, key, settled, int(ttl * 1000), compute, decode)
+        value = await self.flights.run(shared, key, settled, int(kept * 1000), compute, decode)
+        if hot:
+            self.refresher.seen(policy, coordinate, encoded_args, args, compute, decode)
         return value, Lookup(status, key, None, ttl, tags, settled if read.shared else None)
 
     async def _bypass(
-        self, coordinate: str, compute: Callable[[], Awaitable[Any]]
+        self, coordinate: str, compute: Callable[[], Awaitable[Any]], refreshing: bool = False
     ) -> tuple[Any, Lookup]:
+        if refreshing:  # nothing would be stored: computing would be wasted
+            return None, Lookup("BYPASS", None, None)
         self.stats.record(coordinate, "BYPASS")
         return await compute(), Lookup("BYPASS", None, None)
 
@@ -297,6 +349,14 @@ class Cache:
             # Again once the new generations are in place: a reader that ran while they were
             # on their way read the old ones and may have put what it built in the local tier.
             self.drop_local(unique)
+        # In the background, after the mutation returns: it waits for no recomputation, and a
+        # reader arriving before the refresh is done joins its flight.
+        self.refresher.schedule(unique)
+
+    async def _refresh(self, hot: Hot) -> None:
+        await self.resolve(
+            hot.policy, hot.coordinate, hot.args, hot.compute, hot.decode, refreshing=True
+        )
 
     async def _bump(self, unique: list[str]) -> None:
         items = [(self.keys.generation(tag), new_generation(), GENERATION_TTL_MS) for tag in unique]
@@ -428,6 +488,8 @@ class Cache:
         self.trust.heard_announcement()
 
     async def close(self) -> None:
+        await self.refresher.close()
+        await self.revalidator.close()
         if self._subscriber is not None:
             await self._subscriber.stop()
         await self.trust.close()

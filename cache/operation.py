@@ -217,7 +217,7 @@ class OperationCache:
             tags=tags,
             created=stored["t"],
             expires=stored["t"] + stored["a"],
-            meta=(stored["m"], "private" if stored["p"] else "public"),
+            meta=(stored["m"], _directives(stored["p"], stored.get("s", 0))),
         )
         if cache.local_epoch == local_epoch:
             cache.local.put(key, entry)
@@ -298,7 +298,7 @@ class OperationCache:
             tags,
             now,
             now + int(record.ttl),
-            (media.decode(), "private" if record.private else "public"),
+            (media.decode(), _directives(record.private, record.window)),
             etag_of(body),
         )
         if key is not None:
@@ -328,12 +328,19 @@ class OperationCache:
             "p": record.private,
             "t": entry.created,
             "a": int(record.ttl),
+            "s": record.window,
             "tags": list(entry.tags),
             "g": [record.generations[t].decode() for t in entry.tags],
         }
         entry_key = cache.keys.operation(key, record.epoch)
         with contextlib.suppress(BackendError):
             await backend.set_many([(entry_key, orjson.dumps(stored), int(record.ttl * 1000))])
+
+
+def _directives(private: bool, swr: int) -> str:
+    """What follows max-age in Cache-Control."""
+    visibility = "private" if private else "public"
+    return f"{visibility}, stale-while-revalidate={swr}" if swr > 0 else visibility
 
 
 async def _buffer(receive: Any) -> tuple[bytes, Any]:

@@ -33,12 +33,22 @@ from resolvers.errors import InvalidInput
 ContextInfo = Info[Context, None]
 
 # Defaults as in the original REST service; each group's TTL is configurable at run time.
-STATS = cache_control(max_age=60, group="stats", tags=tags.aggregate_tags)
-THREAT_LIST = cache_control(max_age=120, group="threats", tags=tags.list_tags)
+# refresh=True: recomputed after an ingest, before readers ask. Only for resolvers that use
+# nothing of the request but `ctx.db` and `ctx.clock()` (read when they run); not `threat`,
+# whose DataLoader belongs to the request.
+# swr: served that many seconds past max age (no write since) while recomputed; same rule.
+STATS = cache_control(max_age=60, group="stats", tags=tags.aggregate_tags, refresh=True, swr=30)
+THREAT_LIST = cache_control(max_age=120, group="threats", tags=tags.list_tags, refresh=True, swr=30)
 THREAT = cache_control(max_age=120, group="threats", tags=tags.threat_tags)
-TREND = cache_control(max_age=180, group="charts", tags=tags.aggregate_tags, boundary=daily)
-SEVERITY_CHART = cache_control(max_age=180, group="charts", tags=tags.aggregate_tags)
-SOURCE_CHART = cache_control(max_age=180, group="charts", tags=tags.aggregate_tags)
+TREND = cache_control(
+    max_age=180, group="charts", tags=tags.aggregate_tags, boundary=daily, refresh=True, swr=30
+)
+SEVERITY_CHART = cache_control(
+    max_age=180, group="charts", tags=tags.aggregate_tags, refresh=True, swr=30
+)
+SOURCE_CHART = cache_control(
+    max_age=180, group="charts", tags=tags.aggregate_tags, refresh=True, swr=30
+)
 
 
 @strawberry.type

@@ -53,7 +53,8 @@ async def test_a_repeated_operation_is_answered_whole_with_cache_headers(
 ) -> None:
     first = await query(http)
     assert first.headers["x-cache"] == "MISS"
-    assert first.headers["cache-control"] == "max-age=60, public"  # the smallest max age: stats
+    # The smallest max age (stats), and the smallest stale-while-revalidate window.
+    assert first.headers["cache-control"] == "max-age=60, public, stale-while-revalidate=30"
     queries = sqlite_db.queries
     second = await query(http)
     assert second.headers["x-cache"] == "HIT"
@@ -62,6 +63,13 @@ async def test_a_repeated_operation_is_answered_whole_with_cache_headers(
     assert int(second.headers["age"]) >= 0
     assert second.headers["content-type"] == "application/json"
     assert sqlite_db.queries == queries
+
+
+async def test_no_window_is_offered_when_a_field_has_none(http: httpx.AsyncClient) -> None:
+    await query(http, '{ stats { totalThreats } threat(id: "1") { id } }')
+    again = await query(http, '{ stats { totalThreats } threat(id: "1") { id } }')
+    assert again.headers["x-cache"] == "HIT"
+    assert again.headers["cache-control"].endswith(", public")  # no window: threat has none
 
 
 async def test_a_matching_if_none_match_gets_304(http: httpx.AsyncClient) -> None:
