@@ -335,9 +335,10 @@ class Cache:
 
     # -- the write path ---------------------------------------------------------------------
 
-    async def invalidate(self, tags: Iterable[str]) -> None:
+    async def invalidate(self, tags: Iterable[str], *, refresh: bool = True) -> None:
         """Give each tag a new generation: every entry depending on one is stale from now on,
-        here at once, in other processes when they hear of it."""
+        here at once, in other processes when they hear of it. Then (unless `refresh` is off)
+        the hot entries they made stale are recomputed in the background."""
         unique = list(dict.fromkeys(tags))
         if not unique:
             return
@@ -351,7 +352,8 @@ class Cache:
             self.drop_local(unique)
         # In the background, after the mutation returns: it waits for no recomputation, and a
         # reader arriving before the refresh is done joins its flight.
-        self.refresher.schedule(unique)
+        if refresh:
+            self.refresher.schedule(unique)
 
     async def _refresh(self, hot: Hot) -> None:
         await self.resolve(
@@ -389,8 +391,10 @@ class Cache:
     async def clear(self, group: str | None = None) -> int:
         """Drop every entry of this namespace, or of one group (admin). Returns how many went.
 
-        The invalidation alone makes them unreachable, in O(1); the scan frees their memory."""
-        await self.invalidate([group or "*"])
+        The invalidation alone makes them unreachable, in O(1); the scan frees their memory.
+        Nothing is refreshed: an admin clearing the cache wants it empty, and the next readers
+        recompute."""
+        await self.invalidate([group or "*"], refresh=False)
         pattern = self.keys.entries_of(group)
         removed = await self.fallback.clear(pattern) if self.fallback is not None else 0
         backend = self.trust.writer()
