@@ -213,6 +213,14 @@ class RedisCluster:
                     return self.server(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
         raise LookupError(f"no master owns slot {slot}")
 
+    def taken_over(self, key: str, old: RedisServer) -> RedisServer | None:
+        """The master that owns `key`'s slot now, if it is no longer `old` (None while the
+        failover is under way, or while a running node cannot tell)."""
+        with contextlib.suppress(LookupError, StopIteration):
+            new = self.master_of(key)
+            return new if new is not old else None
+        return None
+
     def keyslot(self, key: str) -> int:
         running = next(s for s in self.servers if s.process is not None)
         return int(self.cli(running.port, "cluster", "keyslot", key).strip())

@@ -74,17 +74,19 @@ def directory(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def group(tmp_path: Path) -> AsyncIterator[Group]:
+@contextlib.asynccontextmanager
+async def sentinel_group(path: Path) -> AsyncIterator[Group]:
+    """A master, its replica in sync, and three Sentinels that all know the replica, in
+    directories under `path`; all stopped afterwards."""
     if shutil.which("redis-server") is None:
         _unavailable("redis-server is not on PATH", "install Redis")
     started: list[RedisServer] = []
     try:
-        master = RedisServer(directory(tmp_path / "master"), extra=QUICK_SYNC)
+        master = RedisServer(directory(path / "master"), extra=QUICK_SYNC)
         started.append(master)
         master.start()
         replica = RedisServer(
-            directory(tmp_path / "replica"),
+            directory(path / "replica"),
             extra=[*QUICK_SYNC, "--replicaof", "127.0.0.1", str(master.port)],
         )
         started.append(replica)
@@ -97,8 +99,7 @@ async def group(tmp_path: Path) -> AsyncIterator[Group]:
 
             await until("the replica in sync", synced)
         sentinels = [
-            SentinelServer(directory(tmp_path / f"sentinel{i}"), SERVICE, master.port)
-            for i in range(3)
+            SentinelServer(directory(path / f"sentinel{i}"), SERVICE, master.port) for i in range(3)
         ]
         started.extend(sentinels)
         for sentinel in sentinels:
@@ -118,6 +119,12 @@ async def group(tmp_path: Path) -> AsyncIterator[Group]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+async def group(tmp_path: Path) -> AsyncIterator[Group]:
+    async with sentinel_group(tmp_path) as made:
+        yield made
 
 
 class Process(TrustProcess):

@@ -27,12 +27,11 @@ from tests.consistency import Fault, check_covered, run_cell, seeded, server_env
 from tests.load import Load, health
 from tests.redis_server import RedisCluster, RedisServer, SentinelServer
 from tests.servers import Server, start_all
+from tests.test_sentinel import SERVICE, sentinel_group
 
 pytestmark = pytest.mark.redis
 
 FAILOVER_WITHIN = 20.0
-SERVICE = "vajra"
-QUICK_SYNC = ["--repl-diskless-sync-delay", "0"]
 
 
 def client(server: RedisServer) -> aioredis.Redis:
@@ -116,9 +115,7 @@ async def kill_the_generations_master(world: ClusterWorld, load: Load) -> Fault:
     home.kill()
 
     def promoted() -> bool:
-        with contextlib.suppress(LookupError, StopIteration):
-            return world.cluster.master_of(world.shard) is not home
-        return False
+        return world.cluster.taken_over(world.shard, home) is not None
 
     await until("a replica promoted", promoted)
     await asyncio.to_thread(world.cluster.wait_ok)
@@ -190,54 +187,14 @@ class SentinelWorld:
         return await keys_of(self.namespace, [await self.current_master()])
 
 
-async def in_sync(replica: RedisServer) -> bool:
-    with contextlib.suppress(RedisError, OSError):
-        async with client(replica) as r:
-            info = await r.info("replication")
-            return bool(info.get("master_link_status") == "up")
-    return False
-
-
 @pytest.fixture
 async def sentinel_world(tmp_path: Path) -> AsyncIterator[SentinelWorld]:
-    if shutil.which("redis-server") is None:
-        _unavailable("redis-server is not on PATH", "install Redis")
-    started: list[RedisServer] = []
-
-    def directory(name: str) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        return path
-
-    try:
-        master = RedisServer(directory("master"), extra=QUICK_SYNC)
-        replica = RedisServer(
-            directory("replica"), extra=[*QUICK_SYNC, "--replicaof", "127.0.0.1", str(master.port)]
-        )
-        sentinels = [
-            SentinelServer(directory(f"sentinel{i}"), SERVICE, master.port) for i in range(3)
-        ]
-        for server in (master, replica, *sentinels):
-            started.append(server)
-            server.start()
-        stop = time.monotonic() + 10
-        while not await in_sync(replica):
-            assert time.monotonic() < stop, "the replica did not sync"
-            await asyncio.sleep(0.05)
-        for sentinel in sentinels:
-            async with client(sentinel) as s:
-                while not any(
-                    r["port"] == replica.port and r.get("master-link-status") == "ok"
-                    for r in await s.sentinel_slaves(SERVICE)
-                ):
-                    assert time.monotonic() < stop + 10, "a Sentinel never saw the replica"
-                    await asyncio.sleep(0.05)
-        url = "redis+sentinel://" + ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
-        async with servers_on(f"{url}/{SERVICE}", tmp_path) as (servers, path, namespace):
-            yield SentinelWorld(master, replica, sentinels, servers, path, namespace)
-    finally:
-        for server in started:
-            server.stop()
+    (tmp_path / "redis").mkdir()
+    async with (
+        sentinel_group(tmp_path / "redis") as group,
+        servers_on(group.url, tmp_path) as (servers, path, namespace),
+    ):
+        yield SentinelWorld(group.master, group.replica, group.sentinels, servers, path, namespace)
 
 
 async def promoted(world: SentinelWorld, load: Load, fault: Fault, how: str) -> Fault:
