@@ -475,6 +475,7 @@ class Cache:
                 ack=self._ack,
                 window=self.trust.window,
                 sharded=self.backend.sharded_pubsub,
+                topology=self.backend.topology,
             )
             self.trust.listening = self.local.live = self._subscriber.live
             self.trust.message = self._subscriber.message

@@ -129,12 +129,17 @@ class Trust:
 
     # -- the gates -----------------------------------------------------------------------
 
+    def trusted(self) -> bool:
+        """Whether a read may use the shared backend now, the breaker aside: the epoch is
+        known, nothing is owed, and this process hears every invalidation."""
+        if self._shared is None or self.unrecorded or self.epoch is None:
+            return False
+        return self.listening is None or self.listening()
+
     def reader(self) -> Backend | None:
         """The shared backend, if a read may use it now (and the breaker lets it try). Its
         calls report their success or failure here by themselves."""
-        if self._shared is None or self.unrecorded or self.epoch is None:
-            return None
-        if self.listening is not None and not self.listening():
+        if not self.trusted():
             return None
         return self._shared if self.breaker.allow() else None
 
@@ -332,6 +337,13 @@ class _Reported(Backend):
         except BackendError as exc:
             self.trust.failed(exc)
             raise
+        except Exception as exc:
+            # A driver's bug (redis-py's cluster client has raised TypeError and the like
+            # mid-failover) is still only a failed call: never a failed request.
+            logger.error("cache backend raised %r, counted as a failure", exc, exc_info=exc)
+            error = BackendError(f"unexpected {type(exc).__name__}: {exc}")
+            self.trust.failed(error)
+            raise error from exc
         self.trust.succeeded()
         return result
 

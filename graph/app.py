@@ -207,6 +207,9 @@ def create_app(
             "database": "ok",
             "redis_cache": await current.status() if current is not None else "disabled",
         }
+        if current is not None and current.enabled and current.backend is not None:
+            # Connected is not enough: whether this process reads Redis right now.
+            body["redis_trusted"] = current.trust.trusted()
         # Where Redis is (addresses, the Sentinel service) is the operators' business: in
         # production, only for the admin's token.
         shown = not settings.production or tokens.grants(

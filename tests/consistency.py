@@ -158,6 +158,13 @@ def report(load: Load, fault: Fault, settled: float, seen: dict[str, str], store
     summary.append("  windows after the last ingest (offset, reads, HIT ratio): " + ", ".join(
         f"({o:.0f}, {n}, {r:.0%})" for o, n, r in windows[:12]
     ))  # fmt: skip
+    if errors:  # what the servers logged about them: a bug's traceback, a Redis error
+        for server in load.servers:
+            lines = server.log_tail(5000).splitlines()
+            first = next((i for i, line in enumerate(lines) if "ERROR" in line), None)
+            if first is not None:
+                summary.append(f"  server {server.name} logged:")
+                summary.extend("    " + line for line in lines[first : first + 40])
     text = "\n".join(summary)
     print(text)
     assert not fault.missing, "the fault did not happen as intended: " + "; ".join(fault.missing)

@@ -119,14 +119,15 @@ class Load:
     async def _crawler(self) -> None:
         turn = 0
         while not self._stop.is_set():
-            if self.interval is None:
+            interval = self.interval  # the cell may stop the crawler at any await
+            if interval is None:
                 await asyncio.sleep(0.02)
                 continue
             up = [s for s in self.servers if s.up]
             if up:
                 await self.ingest(up[turn % len(up)])
                 turn += 1
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(interval)
 
     async def ingest(self, server: Server) -> Ingest:
         """One new nvd threat through `server`; ok when it returned inserted=1."""
@@ -225,7 +226,11 @@ async def health(servers: list[Server]) -> dict[str, str]:
     async with httpx.AsyncClient(timeout=5) as http:
         for server in servers:
             try:
-                found[server.name] = (await http.get(f"{server.url}/health")).json()["redis_cache"]
+                body = (await http.get(f"{server.url}/health")).json()
+                # Connected but not reading Redis (not hearing invalidations) says so.
+                found[server.name] = body["redis_cache"]
+                if body["redis_cache"] == "connected" and body.get("redis_trusted") is False:
+                    found[server.name] += " (not trusted)"
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 found[server.name] = type(exc).__name__
     return found

@@ -266,3 +266,50 @@ async def test_a_master_demoted_behind_the_sentinels_back_is_refused(
         await backend.close()
         await fresh.close()
         elsewhere.stop()
+
+
+async def test_a_master_the_sentinels_replaced_is_not_read_once_a_write_on_the_new_one_returned(
+    group: Group,
+) -> None:
+    """After SENTINEL FAILOVER the old master stays a master for seconds (10 s measured),
+    taking writes that are then lost. A process whose pooled connections still reach it must
+    stop reading there before another process's invalidation on the new master returns."""
+    old_process = backend_for(group.url)
+    try:
+        await old_process.set_many([("g", b"1", 60_000)])
+        assert await old_process.get_many(["g"]) == [b"1"]  # its connections: the old master
+        async with client(group.sentinels[0]) as sentinel:
+
+            async def failover_started() -> bool:
+                try:
+                    await sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
+                except ResponseError as exc:
+                    if "NOGOODSLAVE" not in str(exc):
+                        raise
+                    return False
+                return True
+
+            await until("a failover begun", failover_started)
+
+        async def every_sentinel_names_the_replica() -> bool:
+            for s in group.sentinels:
+                async with client(s) as c:
+                    _, port = await c.sentinel_get_master_addr_by_name(SERVICE)
+                if int(port) != group.replica.port:
+                    return False
+            return True
+
+        await until("every Sentinel naming the replica", every_sentinel_names_the_replica)
+        assert await role(group.master) == b"master", "the old master was demoted already"
+        new_process = backend_for(group.url)  # started after the failover: the new master
+        try:
+            await new_process.set_many([("g", b"2", 60_000)], publish=("c", b"g"))
+        finally:
+            await new_process.close()
+        assert await role(group.master) == b"master", "the old master was demoted meanwhile"
+        async with client(group.replica) as new, client(group.master) as old:
+            assert await new.get("g") == b"2"
+            assert await old.get("g") == b"1"
+        assert await old_process.get_many(["g"]) == [b"2"]
+    finally:
+        await old_process.close()

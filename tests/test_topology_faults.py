@@ -241,15 +241,7 @@ SentinelFault = Callable[[SentinelWorld, Load], Awaitable[Fault]]
     "fault_run",
     [
         pytest.param(kill_the_sentinel_master, id="sentinel-master-killed"),
-        pytest.param(
-            sentinel_failover,
-            id="sentinel-failover",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="open bug (issue 9 not resolved): 1 CI run in 6 saw stale whole-operation"
-                " HITs after SENTINEL FAILOVER; the cause is not found yet",
-            ),
-        ),
+        pytest.param(sentinel_failover, id="sentinel-failover"),
     ],
 )
 async def test_sentinel_no_stale_read_no_error_and_the_cache_comes_back(

@@ -53,6 +53,12 @@ class Backend(abc.ABC):
         """Send `message` to the listeners of `channel`; how many received it."""
         return 0
 
+    def topology(self) -> int | None:
+        """Which master calls go to now: a number that changes whenever that node does, and
+        None while no node is confirmed (then nothing heard from it may be trusted). Only a
+        backend whose master can move without a call failing (Sentinel) needs more than 0."""
+        return 0
+
     async def describe(self) -> dict[str, Any]:
         """Where the data lives, for a health check; never raises."""
         return {}
