@@ -125,7 +125,12 @@ class Cache:
         self._settles: TickBatcher[tuple[Backend, str], bytes] = TickBatcher(self._settle)
         self.flights = Flights(self.keys, lease_ms, clock, self._writes.submit, self._leases.submit)
         self.revalidator = Revalidator(self.flights)
-        self.refresher = Refresher(self._refresh, capacity=refresh_entries, every=refresh_every)
+        self.refresher = Refresher(
+            self._refresh,
+            capacity=refresh_entries,
+            every=refresh_every,
+            counts=self.stats.refresh,
+        )
 
     @property
     def fallback(self) -> MemoryBackend | None:

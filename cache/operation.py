@@ -9,7 +9,9 @@ and 304 for a matching If-None-Match.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -23,9 +25,11 @@ import orjson
 
 from cache.exceptions import BackendError
 from cache.extension import OperationRecord
+from cache.http import buffer, directives, etag_of, header, raw_accept, respond
 from cache.keys import canonical_args
 from cache.layer import Cache
 from cache.local import LocalEntry
+from cache.replay import Replays
 
 logger = logging.getLogger("vajra.cache")
 
@@ -34,21 +38,6 @@ OPERATION = "(operation)"  # the coordinate whole-operation hits and misses are 
 # Which process answered, when asked for: the cross-process benchmark tells workers apart.
 NODE = (b"x-cache-node", f"{socket.gethostname()}-{os.getpid()}".encode())
 _JSON_TYPES = (b"application/json", b"application/graphql-response+json")
-
-
-def _header(scope: MutableMapping[str, Any], name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
-
-
-def etag_of(body: bytes) -> bytes:
-    return b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
-
-
-def _raw_accept(scope: MutableMapping[str, Any]) -> str | None:
-    return (_header(scope, b"accept") or b"").decode("latin-1")
 
 
 class OperationCache:
@@ -70,10 +59,11 @@ class OperationCache:
         *,
         path: str = "/graphql",
         identity: Callable[[MutableMapping[str, Any]], str | None] = lambda scope: None,
-        vary: Callable[[MutableMapping[str, Any]], str | None] = _raw_accept,
+        vary: Callable[[MutableMapping[str, Any]], str | None] = raw_accept,
         debug: Callable[[MutableMapping[str, Any]], bool] = lambda scope: False,
         node: bool = False,
         max_known: int = 10_000,
+        refresh: int = 256,
     ) -> None:
         self.app = app
         self.cache = cache
@@ -88,6 +78,9 @@ class OperationCache:
         self._private: set[str] = set()
         self._keys: OrderedDict[tuple[Any, ...], str] = OrderedDict()
         self.max_known = max_known
+        # The hottest public operations, replayed after the writes that make them stale.
+        self.replays = Replays(capacity=refresh)
+        self._following: Cache | None = None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         cache = self.cache() if scope["type"] == "http" and scope["path"] == self.path else None
@@ -95,11 +88,11 @@ class OperationCache:
             cache is None
             or not cache.enabled
             or scope["method"] not in ("GET", "POST")
-            or (_header(scope, b"x-cache-debug") is not None and self.debug(scope))
+            or (header(scope, b"x-cache-debug") is not None and self.debug(scope))
         ):
             await self.app(scope, receive, send)
             return
-        body, receive = await _buffer(receive)
+        body, receive = await buffer(receive)
         # The same request bytes always make the same key: remember it, skip the parsing. Every
         # header the key (or `vary`) reads is part of the memo. Only for small requests: 10,000
         # remembered 60 KB GET URLs would hold 600 MB.
@@ -107,8 +100,8 @@ class OperationCache:
             scope["method"],
             scope.get("query_string", b""),
             body,
-            _header(scope, b"accept"),
-            _header(scope, b"content-type"),
+            header(scope, b"accept"),
+            header(scope, b"content-type"),
         )
         small = len(memo[1]) + len(body) <= 8192
         key = self._keys.get(memo) if small else None
@@ -121,21 +114,65 @@ class OperationCache:
         if key is None:
             await self._miss(cache, None, scope, receive, send)
             return
-        if key in self._private:
+        public = key not in self._private
+        if not public:
             caller = self.identity(scope)
             if caller is None:
                 await self._miss(cache, None, scope, receive, send)
                 return
             key += ":" + hashlib.sha256(caller.encode()).hexdigest()[:16]
+        self._follow(cache)
         entry = cache.local.get(key)
         if entry is None:
             entry = await self._remote(cache, key)
         if entry is not None:
+            if public:
+                self.replays.seen(key, scope, body, entry.tags)
             cache.stats.record(OPERATION, "HIT")
-            await _respond(scope, send, entry, cache.clock(), "HIT", self._extra)
+            await respond(scope, send, entry, cache.clock(), "HIT", self._extra)
             return
+        flight = self.replays.flight(key)
+        if flight is not None:
+            # Being replayed after a write: its answer, rather than a second run.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(flight), self.replays.wait)
+            entry = cache.local.get(key) or await self._remote(cache, key)
+            if entry is not None:
+                cache.stats.record(OPERATION, "COALESCED")
+                await respond(scope, send, entry, cache.clock(), "COALESCED", self._extra)
+                return
         cache.stats.record(OPERATION, "MISS")
         await self._miss(cache, key, scope, receive, send)
+        tags = self._tags.get(key)
+        if tags is not None and key not in self._private:  # stored: worth replaying
+            self.replays.seen(key, scope, body, tags)
+
+    def _follow(self, cache: Cache) -> None:
+        """Replay hot operations in `cache`'s refresh rounds, after its field entries."""
+        if self._following is not cache:
+            self._following = cache
+
+            async def refresh(tags: set[str]) -> None:
+                replay = functools.partial(self._replay, cache)
+                await self.replays.refresh(tags, replay, cache.refresher.counts)
+
+            cache.refresher.follow(refresh)
+
+    async def _replay(self, cache: Cache, key: str, scope: dict[str, Any], body: bytes) -> None:
+        """Operation `key` answered again through the app, and stored, as any miss is."""
+        delivered = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        async def discard(message: dict[str, Any]) -> None:
+            return None
+
+        await self._miss(cache, key, scope, receive, discard)
 
     def _key(self, scope: MutableMapping[str, Any], body: bytes) -> str | None:
         """document hash | operation name | canonical variables | variant; None when the
@@ -152,7 +189,7 @@ class OperationCache:
                     if name in params:
                         params[name] = orjson.loads(params[name])
             else:
-                content_type = _header(scope, b"content-type") or b""
+                content_type = header(scope, b"content-type") or b""
                 if content_type.split(b";")[0].strip().lower() != b"application/json":
                     return None
                 params = orjson.loads(body)
@@ -217,7 +254,7 @@ class OperationCache:
             tags=tags,
             created=stored["t"],
             expires=stored["t"] + stored["a"],
-            meta=(stored["m"], _directives(stored["p"], stored.get("s", 0))),
+            meta=(stored["m"], directives(stored["p"], stored.get("s", 0))),
         )
         if cache.local_epoch == local_epoch:
             cache.local.put(key, entry)
@@ -298,14 +335,14 @@ class OperationCache:
             tags,
             now,
             now + int(record.ttl),
-            (media.decode(), _directives(record.private, record.window)),
+            (media.decode(), directives(record.private, record.window)),
             etag_of(body),
         )
         if key is not None:
             await self._store(cache, key, entry, record)
             if cache.local_epoch == epoch:  # nothing was invalidated while we computed
                 cache.local.put(key, entry)
-        await _respond(
+        await respond(
             scope, send, entry, now, "MISS", self._extra, status=started.get("status", 200)
         )
 
@@ -335,66 +372,3 @@ class OperationCache:
         entry_key = cache.keys.operation(key, record.epoch)
         with contextlib.suppress(BackendError):
             await backend.set_many([(entry_key, orjson.dumps(stored), int(record.ttl * 1000))])
-
-
-def _directives(private: bool, swr: int) -> str:
-    """What follows max-age in Cache-Control."""
-    visibility = "private" if private else "public"
-    return f"{visibility}, stale-while-revalidate={swr}" if swr > 0 else visibility
-
-
-async def _buffer(receive: Any) -> tuple[bytes, Any]:
-    """The whole request body, and a receive that replays it to the app."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    replayed = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        message: dict[str, Any] = await receive()
-        return message
-
-    return body, replay
-
-
-async def _respond(
-    scope: MutableMapping[str, Any],
-    send: Any,
-    entry: LocalEntry,
-    now: float,
-    status_text: str,
-    extra: list[tuple[bytes, bytes]],
-    status: int = 200,
-) -> None:
-    age = max(0, int(now - entry.created))
-    left = max(0, int(entry.expires - now))
-    media, visibility = entry.meta
-    tag = entry.etag or etag_of(entry.value)
-    headers = [
-        (b"cache-control", f"max-age={left}, {visibility}".encode()),
-        (b"age", str(age).encode()),
-        (b"etag", tag),
-        (b"x-cache", status_text.encode()),
-        *extra,
-    ]
-    match = _header(scope, b"if-none-match")
-    if match is not None and tag in [m.strip() for m in match.split(b",")] + [b"*"]:
-        await send({"type": "http.response.start", "status": 304, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-        return
-    headers += [
-        (b"content-type", media.encode()),
-        (b"content-length", str(len(entry.value)).encode()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": entry.value})

@@ -26,6 +26,7 @@ import asyncio
 import contextvars
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,8 @@ class Hot:
 
 # Refreshes one entry: Cache.resolve in its refreshing mode.
 Refresh = Callable[[Hot], Awaitable[None]]
+# Runs after the field entries of each round, with its tags (whole-operation replays).
+Follower = Callable[[set[str]], Awaitable[None]]
 
 
 class Refresher:
@@ -65,6 +68,7 @@ class Refresher:
         capacity: int = 256,
         every: float = 0.5,
         concurrency: int = 4,
+        counts: Counter[str] | None = None,
     ) -> None:
         self.capacity = capacity
         self.every = every
@@ -72,11 +76,11 @@ class Refresher:
         self._limit = asyncio.Semaphore(concurrency)
         self._hot: dict[tuple[str, str], Hot] = {}
         self._pending: set[str] = set()
+        self._followers: list[Follower] = []
         self._task: asyncio.Task[None] | None = None
         self._last = -float("inf")  # when the last round started (monotonic)
-        self.rounds = 0
-        self.refreshed = 0
-        self.failed = 0
+        # rounds, entries refreshed and failed (plus what followers count there)
+        self.counts: Counter[str] = Counter() if counts is None else counts
 
     def seen(
         self,
@@ -102,9 +106,25 @@ class Refresher:
             hot.compute = compute
         hot.reads += 1
 
+    @property
+    def rounds(self) -> int:
+        return self.counts["rounds"]
+
+    @property
+    def refreshed(self) -> int:
+        return self.counts["entries"]
+
+    @property
+    def failed(self) -> int:
+        return self.counts["entries_failed"]
+
+    def follow(self, follower: Follower) -> None:
+        """Call `follower` with each round's tags once its field entries are refreshed."""
+        self._followers.append(follower)
+
     def schedule(self, tags: Iterable[str]) -> None:
         """These tags were just bumped: refresh what depended on them, soon, in the background."""
-        if not self._hot:
+        if not self._hot and not self._followers:
             return
         self._pending.update(tags)
         if self._task is None or self._task.done():
@@ -121,22 +141,25 @@ class Refresher:
             tags, self._pending = self._pending, set()
             self._last = time.monotonic()
             stale = [hot for hot in self._hot.values() if hot.reads and _depends(hot, tags)]
-            if not stale:
-                continue
-            self.rounds += 1
+            self.counts["rounds"] += 1
             for hot in stale:
                 hot.reads = 0
             await asyncio.gather(*(self._one(hot) for hot in stale))
+            for follower in self._followers:
+                try:
+                    await follower(tags)
+                except Exception:  # a follower's failure costs misses, never the round
+                    logger.warning("a refresh follower failed", exc_info=True)
 
     async def _one(self, hot: Hot) -> None:
         async with self._limit:
             try:
                 await self._refresh(hot)
             except Exception:  # a failed refresh leaves a miss for the next reader
-                self.failed += 1
+                self.counts["entries_failed"] += 1
                 logger.warning("refreshing %s failed", hot.coordinate, exc_info=True)
             else:
-                self.refreshed += 1
+                self.counts["entries"] += 1
 
     async def idle(self) -> None:
         """Wait until no round is running or pending (tests, shutdown)."""

@@ -38,6 +38,8 @@ class CacheStats:
     invalidations: Counter[str] = field(default_factory=Counter)
     backend_errors: int = 0
     lost_invalidations: int = 0  # invalidations that did not reach Redis: an epoch covered them
+    # refresh on write: rounds, entries (and entries_failed), operations (operations_failed)
+    refresh: Counter[str] = field(default_factory=Counter)
 
     def record(self, coordinate: str, status: str) -> None:
         counts = self.fields.get(coordinate)

@@ -94,6 +94,7 @@ async def cache_stats_dict(cache: Cache | None) -> dict[str, Any]:
             "hit_rate": 0.0,
             "fields": {},
             "invalidations": {},
+            "refresh": {},
         }
     total = cache.stats.total
     return {
@@ -105,6 +106,12 @@ async def cache_stats_dict(cache: Cache | None) -> dict[str, Any]:
         "hit_rate": total.hit_rate,
         "fields": {name: counts.as_dict() for name, counts in sorted(cache.stats.fields.items())},
         "invalidations": dict(cache.stats.invalidations.most_common(100)),
+        # Refresh on write: rounds, entries (field tier) and operations (whole operations)
+        # recomputed, and those that failed (each then a plain miss).
+        "refresh": {
+            name: cache.stats.refresh[name]
+            for name in ("rounds", "entries", "entries_failed", "operations", "operations_failed")
+        },
     }
 
 

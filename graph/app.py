@@ -63,6 +63,8 @@ def build_cache(settings: Settings, db: Database) -> Cache | None:
         # for a garbage collection (GC pauses of 100-190 ms were seen under load).
         window=max(0.5, 5 * timeout),
         local_bytes=settings.cache_local_mb * 1024 * 1024,
+        refresh_entries=settings.cache_refresh_entries,
+        refresh_every=settings.cache_refresh_every_ms / 1000,
         max_age={
             "stats": settings.cache_ttl_stats,
             "threats": settings.cache_ttl_threats,
@@ -260,6 +262,7 @@ def create_app(
             vary=response_variant,
             debug=lambda scope: debug(Headers(scope=scope)),
             node=settings.cache_node_header,
+            refresh=settings.cache_refresh_entries,
         )
     if settings.allowed_origins:
         outer = CORSMiddleware(

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     cache_epoch_poll_ms: int = Field(
         default=1000, ge=100, le=60_000, validation_alias="CACHE_EPOCH_POLL_MS"
     )
+    # Refresh on write: the hottest entries (and as many whole operations) recomputed after
+    # the writes that make them stale, rounds at least EVERY_MS apart; 0 entries: off.
+    cache_refresh_entries: int = Field(
+        default=256, ge=0, le=10_000, validation_alias="CACHE_REFRESH_ENTRIES"
+    )
+    cache_refresh_every_ms: int = Field(
+        default=500, ge=0, le=60_000, validation_alias="CACHE_REFRESH_EVERY_MS"
+    )
     # X-Cache-Debug shows keys and skips the whole-operation cache: the admin's alone, unless
     # this is a development server.
     cache_debug_header: bool = Field(default=False, validation_alias="CACHE_DEBUG_HEADER")

@@ -206,7 +206,9 @@ class Load:
         raise AssertionError(f"the servers never got warm: windows {self.windows(since)}")
 
     def ingested_between(self, start: float, end: float) -> list[Ingest]:
-        return [i for i in self.ingests if i.ok and start <= i.started and i.returned <= end]
+        """Acknowledged ingests that started between `start` and `end`: their invalidation
+        met the fault (it may take the epoch's wait, and return after the fault is over)."""
+        return [i for i in self.ingests if i.ok and start <= i.started < end]
 
     def at(self, moment: float) -> str:
         return f"+{moment - self.t0:.2f}s"

@@ -9,12 +9,16 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 from redis import asyncio as aioredis
 
 from cache import Cache, CachePolicy, PolicyError, RedisBackend, Scope
+from cache.operation import OperationCache
+from graph.app import create_app
 from graph.context import Context, Tokens
 from graph.schema import schema
+from graph.settings import Settings
 from resolvers.store import Database
 from tests.conftest import ADMIN, CRAWLER, NOW, REDIS_URL, add, real_redis_cache, threat_input
 from tests.test_cache_layer import Origin, identity
@@ -234,3 +238,89 @@ async def test_after_an_ingest_the_dashboard_is_fresh_and_costs_no_query(
     assert sqlite_db.queries == queries
     assert after.data["stats"]["totalThreats"] == 4
     assert after.data["threats"]["total"] == 4
+
+
+# -- whole operations ----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def served(db: Database, cache: Cache) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
+    """The app on `cache`, and its whole-operation cache (the middleware, found inside)."""
+    app = create_app(Settings(DATABASE_URL=db.url, VAJRA_CRAWLER_TOKEN=CRAWLER), db=db, cache=cache)
+    layer: Any = app
+    while not isinstance(layer, OperationCache):
+        layer = layer.app
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as http:
+        yield http, layer
+
+
+async def dashboard(http: httpx.AsyncClient) -> tuple[int, str]:
+    response = await http.post("/graphql", json={"query": DASHBOARD})
+    return response.json()["data"]["stats"]["totalThreats"], response.headers["x-cache"]
+
+
+async def ingest(http: httpx.AsyncClient, n: int) -> None:
+    response = await http.post(
+        "/graphql",
+        json={"query": INGEST, "variables": {"threats": [crawled(n)]}},
+        headers={"Authorization": f"Bearer {CRAWLER}"},
+    )
+    assert response.json()["data"]["ingestThreats"]["inserted"] == 1
+
+
+async def test_a_hot_operation_is_replayed_after_a_write_and_the_next_reader_hits(
+    sqlite_db: Database, cache: Cache
+) -> None:
+    await add(sqlite_db, *(threat_input(n) for n in range(1, 4)))
+    async with served(sqlite_db, cache) as (http, _):
+        assert await dashboard(http) == (3, "MISS")
+        assert await dashboard(http) == (3, "HIT")
+        await ingest(http, 9)
+        await cache.refresher.idle()
+        queries = sqlite_db.queries
+        assert await dashboard(http) == (4, "HIT")
+        assert sqlite_db.queries == queries  # the reader cost the database nothing
+        assert cache.stats.refresh["operations"] == 1
+
+
+async def test_a_reader_arriving_during_a_replay_waits_for_it_instead_of_running_again(
+    sqlite_db: Database, cache: Cache
+) -> None:
+    await add(sqlite_db, *(threat_input(n) for n in range(1, 4)))
+    async with served(sqlite_db, cache) as (http, layer):
+        await dashboard(http)
+        replay, gate = layer._replay, asyncio.Event()
+
+        async def slow(*args: Any) -> None:
+            await gate.wait()
+            await replay(*args)
+
+        layer._replay = slow
+        await ingest(http, 9)
+        async with asyncio.timeout(5):
+            while not layer.replays._flights:
+                await asyncio.sleep(0.01)
+        reader = asyncio.create_task(dashboard(http))
+        await asyncio.sleep(0.05)
+        assert not reader.done()  # waiting for the replay, not computing
+        queries = sqlite_db.queries
+        gate.set()
+        assert await reader == (4, "COALESCED")
+        await cache.refresher.idle()
+        replayed = sqlite_db.queries - queries
+        assert await dashboard(http) == (4, "HIT")
+        assert sqlite_db.queries - queries == replayed  # one computation, the replay's
+
+
+async def test_an_operation_nobody_read_since_its_replay_is_not_replayed_again(
+    sqlite_db: Database, cache: Cache
+) -> None:
+    await add(sqlite_db, threat_input(1))
+    async with served(sqlite_db, cache) as (http, _):
+        await dashboard(http)
+        for n in range(3):
+            await ingest(http, 10 + n)
+            await cache.refresher.idle()
+        assert cache.stats.refresh["operations"] == 1

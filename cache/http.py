@@ -1,0 +1,88 @@
+"""HTTP for answers from the whole-operation cache: the request body buffered and replayed,
+Cache-Control, Age, ETag, and 304 for a matching If-None-Match."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import MutableMapping
+from typing import Any
+
+from cache.local import LocalEntry
+
+
+def header(scope: MutableMapping[str, Any], name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def etag_of(body: bytes) -> bytes:
+    return b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
+
+
+def raw_accept(scope: MutableMapping[str, Any]) -> str | None:
+    return (header(scope, b"accept") or b"").decode("latin-1")
+
+
+def directives(private: bool, swr: int) -> str:
+    """What follows max-age in Cache-Control."""
+    visibility = "private" if private else "public"
+    return f"{visibility}, stale-while-revalidate={swr}" if swr > 0 else visibility
+
+
+async def buffer(receive: Any) -> tuple[bytes, Any]:
+    """The whole request body, and a receive that replays it to the app."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    replayed = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        message: dict[str, Any] = await receive()
+        return message
+
+    return body, replay
+
+
+async def respond(
+    scope: MutableMapping[str, Any],
+    send: Any,
+    entry: LocalEntry,
+    now: float,
+    status_text: str,
+    extra: list[tuple[bytes, bytes]],
+    status: int = 200,
+) -> None:
+    age = max(0, int(now - entry.created))
+    left = max(0, int(entry.expires - now))
+    media, visibility = entry.meta
+    tag = entry.etag or etag_of(entry.value)
+    headers = [
+        (b"cache-control", f"max-age={left}, {visibility}".encode()),
+        (b"age", str(age).encode()),
+        (b"etag", tag),
+        (b"x-cache", status_text.encode()),
+        *extra,
+    ]
+    match = header(scope, b"if-none-match")
+    if match is not None and tag in [m.strip() for m in match.split(b",")] + [b"*"]:
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers += [
+        (b"content-type", media.encode()),
+        (b"content-length", str(len(entry.value)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": entry.value})

@@ -1,0 +1,106 @@
+"""Whole-operation refresh: after a write, the hottest operations it made stale are answered
+again through the app, in the background, so that the next reader hits instead of running
+the operation itself.
+
+A replay is an ordinary miss of the whole-operation cache: it runs after the invalidation
+returned, its fields read the tags' new generations (and hit what the field refresh of the
+same round just stored), and it is stored under what it read, so nothing computed before the
+write is ever served after it. A reader that misses while a replay of its operation is under
+way waits for it (one flight per operation) and is answered from what it stored.
+
+Only public operations are tracked, and they are replayed without the caller's credentials or
+cookies: a public answer does not depend on who asked. At most `capacity` are kept, the
+coldest dropped first; only those read since their last replay are replayed again. Rounds come
+from `cache.refresh.Refresher`, after its field entries, so they are coalesced the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger("vajra.cache")
+
+# What a replayed request keeps of the original: how it was asked, never who asked.
+_SCOPE_KEYS = (
+    *("type", "asgi", "http_version", "scheme", "server", "root_path"),
+    *("path", "raw_path", "method", "query_string"),
+)
+_HEADERS = (b"accept", b"content-type", b"content-length", b"host")
+
+Run = Callable[[str, dict[str, Any], bytes], Awaitable[None]]
+
+
+@dataclass
+class HotOperation:
+    scope: dict[str, Any]
+    body: bytes
+    tags: frozenset[str]
+    reads: int = 0
+
+
+class Replays:
+    """The hot operations of this process and their replays."""
+
+    def __init__(self, *, capacity: int = 256, concurrency: int = 4, wait: float = 2.0) -> None:
+        self.capacity = capacity
+        self.wait = wait  # how long a reader waits for a replay before running the operation
+        self._limit = asyncio.Semaphore(concurrency)
+        self._hot: dict[str, HotOperation] = {}
+        self._flights: dict[str, asyncio.Future[None]] = {}
+
+    def seen(
+        self, key: str, scope: MutableMapping[str, Any], body: bytes, tags: Iterable[str]
+    ) -> None:
+        """A read of operation `key` (answered, or computed and stored): count it."""
+        hot = self._hot.get(key)
+        if hot is None:
+            if self.capacity <= 0:
+                return
+            if len(self._hot) >= self.capacity:
+                coldest = min(self._hot, key=lambda k: self._hot[k].reads)
+                del self._hot[coldest]
+            kept = {name: scope[name] for name in _SCOPE_KEYS if name in scope}
+            kept["headers"] = [(k, v) for k, v in scope["headers"] if k in _HEADERS]
+            kept["client"] = None
+            hot = self._hot[key] = HotOperation(kept, body, frozenset(tags))
+        hot.reads += 1
+
+    def flight(self, key: str) -> asyncio.Future[None] | None:
+        """The replay of `key` under way, if any."""
+        return self._flights.get(key)
+
+    async def refresh(self, tags: set[str], run: Run, counts: Counter[str]) -> None:
+        """Replay every hot operation read since its last replay that depends on `tags`;
+        count them in `counts` (operations, operations_failed)."""
+        stale = [
+            (key, hot)
+            for key, hot in self._hot.items()
+            if hot.reads and ("*" in tags or not hot.tags.isdisjoint(tags))
+        ]
+        for _, hot in stale:
+            hot.reads = 0
+        await asyncio.gather(*(self._one(key, hot, run, counts) for key, hot in stale))
+
+    async def _one(self, key: str, hot: HotOperation, run: Run, counts: Counter[str]) -> None:
+        async with self._limit:
+            if key in self._flights:
+                return
+            future = self._flights[key] = asyncio.get_running_loop().create_future()
+            try:
+                await run(key, dict(hot.scope), hot.body)
+            except Exception:  # a failed replay leaves a miss for the next reader
+                counts["operations_failed"] += 1
+                logger.warning("replaying an operation failed", exc_info=True)
+            else:
+                counts["operations"] += 1
+            finally:
+                del self._flights[key]
+                future.set_result(None)
+
+    def clear(self) -> None:
+        self._hot.clear()
