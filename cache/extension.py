@@ -30,10 +30,18 @@ from cache.codec import Decoder, decoder_for
 from cache.layer import Cache, Lookup
 from cache.policy import Boundary, CachePolicy, Scope, Tags
 
-CacheControlScope = strawberry.enum(Scope, name="CacheControlScope")
+CacheControlScope = strawberry.enum(
+    Scope,
+    name="CacheControlScope",
+    description="Who may reuse a cached answer: anyone, or only the caller.",
+)
 
 
-@strawberry.schema_directive(locations=[Location.FIELD_DEFINITION], name="cacheControl")
+@strawberry.schema_directive(
+    locations=[Location.FIELD_DEFINITION],
+    name="cacheControl",
+    description="How long a field's answer may be reused (seconds), by whom, and how long it may be served stale while it is recomputed.",
+)
 class CacheControl:
     """Apollo's cache hint: how long a field's answer may be reused, and by whom."""
 

@@ -17,26 +17,30 @@ from resolvers.errors import InvalidInput
 FAMILIES = ("stats", "threats", "charts")
 
 
-@strawberry.type
+@strawberry.type(description="What clearCache removed.")
 class ClearResult:
-    cleared: int
+    cleared: int = strawberry.field(description="Entries removed from Redis.")
     families: list[str] = strawberry.field(description="The families that were cleared.")
 
 
-@strawberry.type
+@strawberry.type(
+    description="Cache lookups of one field coordinate (or '(operation)' for whole operations) in this process."
+)
 class FieldCacheStats:
-    coordinate: str
-    hits: int
-    misses: int
-    coalesced: int
-    bypasses: int
-    hit_rate: float
+    coordinate: str = strawberry.field(description="The field, as Type.field, or (operation).")
+    hits: int = strawberry.field(description="Answered from the cache.")
+    misses: int = strawberry.field(description="Computed, then stored.")
+    coalesced: int = strawberry.field(
+        description="Waited for another request's computation of the same entry."
+    )
+    bypasses: int = strawberry.field(description="Not cached: the cache could not be used for it.")
+    hit_rate: float = strawberry.field(description="hits / (hits + misses + coalesced).")
 
 
-@strawberry.type
+@strawberry.type(description="How often one tag was invalidated in this process.")
 class TagInvalidations:
-    tag: str
-    count: int
+    tag: str = strawberry.field(description="The tag.")
+    count: int = strawberry.field(description="Invalidations since the process started.")
 
 
 def _invalidations(root: CacheStats, info: Info[Context, None]) -> list[TagInvalidations]:
@@ -45,15 +49,21 @@ def _invalidations(root: CacheStats, info: Info[Context, None]) -> list[TagInval
     return [TagInvalidations(tag=t, count=n) for t, n in root.tag_counts.items()]
 
 
-@strawberry.type
+@strawberry.type(
+    description="The cache of the process that answered: its state and its counts since it started."
+)
 class CacheStats:
-    status: str
-    enabled: bool
-    total_keys: int
-    hits: int
-    misses: int
-    hit_rate: float
-    fields: list[FieldCacheStats]
+    status: str = strawberry.field(description="connected, disconnected or disabled.")
+    enabled: bool = strawberry.field(description="Whether the cache is on.")
+    total_keys: int = strawberry.field(
+        description="Keys of this namespace in Redis (counted at most every 5 s)."
+    )
+    hits: int = strawberry.field(description="Lookups answered from the cache.")
+    misses: int = strawberry.field(description="Lookups computed and stored.")
+    hit_rate: float = strawberry.field(description="hits / (hits + misses + coalesced).")
+    fields: list[FieldCacheStats] = strawberry.field(
+        description="The same counts per field coordinate."
+    )
     tag_counts: strawberry.Private[dict[str, int]]
     invalidations: list[TagInvalidations] | None = strawberry.field(
         resolver=_invalidations,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Annotated
 
 import strawberry
 from graphql import GraphQLError
@@ -51,7 +52,7 @@ SOURCE_CHART = cache_control(
 )
 
 
-@strawberry.type
+@strawberry.type(description="What the dashboard reads. Every field is cached (see @cacheControl).")
 class Query:
     @strawberry.field(description="Totals for the dashboard header.", extensions=[STATS])
     async def stats(self, info: ContextInfo) -> Stats:
@@ -61,14 +62,24 @@ class Query:
 
     @strawberry.field(description="One page of threats, newest first.", extensions=[THREAT_LIST])
     async def threats(
-        self, info: ContextInfo, page: int = 1, limit: int = 10, filter: ThreatFilter | None = None
+        self,
+        info: ContextInfo,
+        page: Annotated[int, strawberry.argument(description="Which page, from 1.")] = 1,
+        limit: Annotated[int, strawberry.argument(description="Threats per page, 1 to 100.")] = 10,
+        filter: Annotated[
+            ThreatFilter | None, strawberry.argument(description="Which threats; all when absent.")
+        ] = None,
     ) -> ThreatPage:
         where = filter.to_record() if filter is not None else None
         record = await threats.list_threats(info.context.db, page=page, limit=limit, where=where)
         return ThreatPage.from_record(record)
 
     @strawberry.field(description="One threat by id, or null.", extensions=[THREAT])
-    async def threat(self, info: ContextInfo, id: strawberry.ID) -> Threat | None:
+    async def threat(
+        self,
+        info: ContextInfo,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The threat's id.")],
+    ) -> Threat | None:
         if not tags.is_threat_id(id):
             raise InvalidInput(f"{id!r} is not a threat id", argument="id")
         record = await info.context.threat_loader.load(int(id))
@@ -77,7 +88,13 @@ class Query:
     @strawberry.field(
         description="Threats published per UTC day, oldest first, zero-filled.", extensions=[TREND]
     )
-    async def trend(self, info: ContextInfo, days: int = 10) -> list[TrendPoint]:
+    async def trend(
+        self,
+        info: ContextInfo,
+        days: Annotated[
+            int, strawberry.argument(description="How many days up to today, 1 to 366.")
+        ] = 10,
+    ) -> list[TrendPoint]:
         ctx = info.context
         points = await dashboard.trend(ctx.db, days=days, now=ctx.clock())
         return [from_flat_record(TrendPoint, p) for p in points]
@@ -90,7 +107,11 @@ class Query:
         return [from_flat_record(SeverityCount, c) for c in counts]
 
     @strawberry.field(description="The largest sources by count.", extensions=[SOURCE_CHART])
-    async def source_breakdown(self, info: ContextInfo, limit: int = 10) -> list[SourceCount]:
+    async def source_breakdown(
+        self,
+        info: ContextInfo,
+        limit: Annotated[int, strawberry.argument(description="How many sources, 1 to 100.")] = 10,
+    ) -> list[SourceCount]:
         counts = await dashboard.source_breakdown(info.context.db, limit=limit)
         return [from_flat_record(SourceCount, c) for c in counts]
 
@@ -99,10 +120,16 @@ class Query:
         return await read_cache_stats(info.context.cache)
 
 
-@strawberry.type
+@strawberry.type(description="Writes: the crawler's ingest and the admin's cache clearing.")
 class Mutation:
     @strawberry.mutation(description="The crawler's upsert: at most 1,000 threats, all or nothing.")
-    async def ingest_threats(self, info: ContextInfo, threats: list[ThreatInput]) -> IngestResult:
+    async def ingest_threats(
+        self,
+        info: ContextInfo,
+        threats: Annotated[
+            list[ThreatInput], strawberry.argument(description="The batch, 1 to 1,000 threats.")
+        ],
+    ) -> IngestResult:
         ctx = info.context
         ctx.require(Role.CRAWLER)
         batch = [t.to_record() for t in threats]
@@ -119,7 +146,13 @@ class Mutation:
     @strawberry.mutation(
         description="Drop cached answers: all of them, or one family ('stats:*', 'threats:*', 'charts:*')."
     )
-    async def clear_cache(self, info: ContextInfo, pattern: str | None = None) -> ClearResult:
+    async def clear_cache(
+        self,
+        info: ContextInfo,
+        pattern: Annotated[
+            str | None, strawberry.argument(description="A family, or all when absent.")
+        ] = None,
+    ) -> ClearResult:
         info.context.require(Role.ADMIN)
         return await clear_cache(info.context.cache, pattern)
 

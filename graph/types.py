@@ -12,29 +12,43 @@ from resolvers.records import IndicatorKind, Severity
 
 # The records' enums become the GraphQL enums themselves: no conversion on either path.
 strawberry.enum(Severity, description="How bad a threat is, worst first.")
-strawberry.enum(IndicatorKind)
+strawberry.enum(IndicatorKind, description="What an indicator's value is.")
 
 
-@strawberry.type
+@strawberry.type(
+    description="An observable that identifies a threat: an address, a domain, a hash..."
+)
 class Indicator:
-    kind: IndicatorKind
-    value: str
+    kind: IndicatorKind = strawberry.field(description="What the value is.")
+    value: str = strawberry.field(
+        description="The observable itself, as the source gave it (untrusted text)."
+    )
 
 
-@strawberry.type
+@strawberry.type(
+    description="One threat as a crawler reported it. Every text field is the source's own: untrusted, to be shown as text."
+)
 class Threat:
-    id: strawberry.ID
-    source: str
-    external_id: str
-    title: str
-    description: str | None
-    severity: Severity
-    category: str
-    tags: list[str]
-    indicators: list[Indicator]
-    url: str | None
-    published_at: dt.datetime
-    ingested_at: dt.datetime
+    id: strawberry.ID = strawberry.field(description="This service's id for the threat.")
+    source: str = strawberry.field(description="The feed it came from, e.g. nvd, cisa-kev, otx.")
+    external_id: str = strawberry.field(
+        description="Its id in that feed (a CVE id, a STIX id...); unique per source."
+    )
+    title: str = strawberry.field(description="A one-line title.")
+    description: str | None = strawberry.field(
+        description="A longer description, if the source has one."
+    )
+    severity: Severity = strawberry.field(description="How bad it is.")
+    category: str = strawberry.field(
+        description="What kind of threat, e.g. vulnerability, malware, phishing."
+    )
+    tags: list[str] = strawberry.field(description="Free-form labels from the source.")
+    indicators: list[Indicator] = strawberry.field(description="Observables that identify it.")
+    url: str | None = strawberry.field(description="A link to the source's page about it, if any.")
+    published_at: dt.datetime = strawberry.field(description="When the source published it (UTC).")
+    ingested_at: dt.datetime = strawberry.field(
+        description="When this service last stored a change to it (UTC)."
+    )
 
     @classmethod
     def from_record(cls, r: records.Threat) -> Threat:
@@ -54,13 +68,13 @@ class Threat:
         )
 
 
-@strawberry.type
+@strawberry.type(description="One page of a list of threats.")
 class ThreatPage:
-    items: list[Threat]
-    total: int
-    page: int
-    limit: int
-    has_next_page: bool
+    items: list[Threat] = strawberry.field(description="The threats on this page, newest first.")
+    total: int = strawberry.field(description="How many threats match the filter, on all pages.")
+    page: int = strawberry.field(description="This page's number, from 1.")
+    limit: int = strawberry.field(description="Threats per page.")
+    has_next_page: bool = strawberry.field(description="Whether a page follows this one.")
 
     @classmethod
     def from_record(cls, r: records.ThreatPage) -> ThreatPage:
@@ -70,35 +84,39 @@ class ThreatPage:
         )
 
 
-@strawberry.type
+@strawberry.type(description="Totals for the dashboard header.")
 class Stats:
-    total_threats: int
-    critical: int
-    high: int
-    medium: int
-    low: int
-    info: int
-    last24h: int
-    sources: int
-    last_ingested_at: dt.datetime | None
+    total_threats: int = strawberry.field(description="Every threat stored.")
+    critical: int = strawberry.field(description="Threats of severity CRITICAL.")
+    high: int = strawberry.field(description="Threats of severity HIGH.")
+    medium: int = strawberry.field(description="Threats of severity MEDIUM.")
+    low: int = strawberry.field(description="Threats of severity LOW.")
+    info: int = strawberry.field(description="Threats of severity INFO.")
+    last24h: int = strawberry.field(
+        description="Threats published in the 24 hours before now (a rolling window)."
+    )
+    sources: int = strawberry.field(description="How many distinct sources have reported threats.")
+    last_ingested_at: dt.datetime | None = strawberry.field(
+        description="When the last change was stored, or null for an empty database."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="Threats published on one UTC day.")
 class TrendPoint:
-    date: dt.date
-    count: int
+    date: dt.date = strawberry.field(description="The UTC day.")
+    count: int = strawberry.field(description="Threats published that day.")
 
 
-@strawberry.type
+@strawberry.type(description="How many threats have one severity.")
 class SeverityCount:
-    severity: Severity
-    count: int
+    severity: Severity = strawberry.field(description="The severity.")
+    count: int = strawberry.field(description="Threats of that severity.")
 
 
-@strawberry.type
+@strawberry.type(description="How many threats one source reported.")
 class SourceCount:
-    source: str
-    count: int
+    source: str = strawberry.field(description="The source.")
+    count: int = strawberry.field(description="Threats from that source.")
 
 
 def from_flat_record(cls: type[Any], record: Any) -> Any:
@@ -107,20 +125,30 @@ def from_flat_record(cls: type[Any], record: Any) -> Any:
     return cls(**{f.python_name: getattr(record, f.python_name) for f in names})
 
 
-@strawberry.type
+@strawberry.type(description="What an ingest did, threat by threat.")
 class IngestResult:
-    inserted: int
-    updated: int
-    unchanged: int
+    inserted: int = strawberry.field(description="Threats new to this service.")
+    updated: int = strawberry.field(
+        description="Threats already known (same source and externalId) whose content changed."
+    )
+    unchanged: int = strawberry.field(
+        description="Threats already known and identical: nothing was written for them."
+    )
 
 
-@strawberry.input
+@strawberry.input(description="Which threats a list shows; every condition given must hold.")
 class ThreatFilter:
-    severity: list[Severity] | None = None
-    source: str | None = None
-    category: str | None = None
-    search: str | None = None
-    since: dt.datetime | None = None
+    severity: list[Severity] | None = strawberry.field(
+        default=None, description="Any of these severities."
+    )
+    source: str | None = strawberry.field(default=None, description="Only this source.")
+    category: str | None = strawberry.field(default=None, description="Only this category.")
+    search: str | None = strawberry.field(
+        default=None, description="Text the title or description contains, ignoring case."
+    )
+    since: dt.datetime | None = strawberry.field(
+        default=None, description="Published at or after this moment."
+    )
 
     def to_record(self) -> records.ThreatFilter:
         return records.ThreatFilter(
@@ -132,24 +160,34 @@ class ThreatFilter:
         )
 
 
-@strawberry.input
+@strawberry.input(description="An observable of a threat being ingested.")
 class IndicatorInput:
-    kind: IndicatorKind
-    value: str
+    kind: IndicatorKind = strawberry.field(description="What the value is.")
+    value: str = strawberry.field(description="The observable itself.")
 
 
-@strawberry.input
+@strawberry.input(
+    description="One threat for the crawler's upsert, keyed by source and externalId."
+)
 class ThreatInput:
-    source: str
-    external_id: str
-    title: str
-    description: str | None = None
-    severity: Severity
-    category: str
-    tags: list[str] | None = None
-    indicators: list[IndicatorInput] | None = None
-    url: str | None = None
-    published_at: dt.datetime
+    source: str = strawberry.field(description="The feed it came from.")
+    external_id: str = strawberry.field(
+        description="Its id in that feed; the same source and externalId update the same threat."
+    )
+    title: str = strawberry.field(description="A one-line title.")
+    description: str | None = strawberry.field(default=None, description="A longer description.")
+    severity: Severity = strawberry.field(description="How bad it is.")
+    category: str = strawberry.field(description="What kind of threat.")
+    tags: list[str] | None = strawberry.field(default=None, description="Free-form labels.")
+    indicators: list[IndicatorInput] | None = strawberry.field(
+        default=None, description="Observables that identify it."
+    )
+    url: str | None = strawberry.field(
+        default=None, description="A link to the source's page about it (http or https)."
+    )
+    published_at: dt.datetime = strawberry.field(
+        description="When the source published it; a time zone is required."
+    )
 
     def to_record(self) -> records.ThreatInput:
         return records.ThreatInput(
