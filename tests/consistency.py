@@ -83,8 +83,10 @@ class Fault:
     missing: list[str] = field(default_factory=list)  # the fault did not do what it should
 
 
-def check_covered(fault: Fault, load: Load, start: float, end: float, what: str) -> None:
-    inside = load.ingested_between(start, end)
+def check_covered(
+    fault: Fault, load: Load, start: float, end: float, what: str, *, started: bool = False
+) -> None:
+    inside = load.ingested_between(start, end, started_only=started)
     if inside:
         fault.evidence.append(f"{len(inside)} acknowledged ingests {what}")
     else:

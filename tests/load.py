@@ -205,10 +205,17 @@ class Load:
             await asyncio.sleep(0.25)
         raise AssertionError(f"the servers never got warm: windows {self.windows(since)}")
 
-    def ingested_between(self, start: float, end: float) -> list[Ingest]:
-        """Acknowledged ingests that started between `start` and `end`: their invalidation
-        met the fault (it may take the epoch's wait, and return after the fault is over)."""
-        return [i for i in self.ingests if i.ok and start <= i.started < end]
+    def ingested_between(
+        self, start: float, end: float, *, started_only: bool = False
+    ) -> list[Ingest]:
+        """Acknowledged ingests that ran between `start` and `end`; `started_only`: that
+        started then, and returned whenever (their invalidation met the fault, and may have
+        waited out the epoch's window after it was over)."""
+        return [
+            i
+            for i in self.ingests
+            if i.ok and start <= i.started < end and (started_only or i.returned <= end)
+        ]
 
     def at(self, moment: float) -> str:
         return f"+{moment - self.t0:.2f}s"
