@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 import strawberry
@@ -202,3 +203,28 @@ class ThreatInput:
             indicators=[records.Indicator(i.kind, i.value) for i in self.indicators or []],
             url=self.url,
         )
+
+
+def _threat_input(cls: type[ThreatInput], value: Mapping[str, Any], context: object) -> ThreatInput:
+    """A ThreatInput built from its GraphQL input value as graphql-core coerced it (enums,
+    dates and defaults done), without Strawberry's generic conversion: that cost 2 ms a
+    threat, 2 s of a 1,000-threat batch. tests/test_ingest.py checks both agree."""
+    indicators = value.get("indicators")
+    tags = value.get("tags")
+    return cls(
+        source=value["source"],
+        external_id=value["externalId"],
+        title=value["title"],
+        description=value.get("description"),
+        severity=value["severity"],
+        category=value["category"],
+        tags=None if tags is None else list(tags),
+        indicators=None
+        if indicators is None
+        else [IndicatorInput(kind=i["kind"], value=i["value"]) for i in indicators],
+        url=value.get("url"),
+        published_at=value["publishedAt"],
+    )
+
+
+ThreatInput.__strawberry_definition__.from_input = _threat_input  # type: ignore[attr-defined]

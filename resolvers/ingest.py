@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, select, tuple_
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from resolvers.errors import InvalidInput
@@ -135,14 +135,7 @@ async def _upsert(db: Database, batch: Sequence[ThreatInput], now: dt.datetime) 
     changes: list[ThreatChange] = []
     unchanged = 0
     async with db.write() as conn:
-        existing: dict[tuple[str, str], Any] = {}
-        for start in range(0, len(keys), 400):
-            chunk = keys[start : start + 400]
-            query = select(threats).where(
-                tuple_(threats.c.source, threats.c.external_id).in_(chunk)
-            )
-            for found in (await conn.execute(query)).all():
-                existing[(found.source, found.external_id)] = found
+        existing = {(r.source, r.external_id): r for r in await _rows(conn, keys, threats)}
         inserts: list[dict[str, Any]] = []
         updates: list[tuple[Any, dict[str, Any]]] = []
         for key, values in zip(keys, wanted, strict=True):
@@ -168,11 +161,13 @@ async def _upsert(db: Database, batch: Sequence[ThreatInput], now: dt.datetime) 
                     ThreatChange(before=row_to_threat(row), after=_threat(row.id, values))
                 )
         if inserts:
-            result = await conn.execute(
-                threats.insert().returning(threats.c.id, sort_by_parameter_order=True), inserts
-            )
-            for new_id, values in zip(result.scalars().all(), inserts, strict=True):
-                changes.append(ThreatChange(before=None, after=_threat(new_id, values)))
+            # One executemany, then the new ids by key: with RETURNING in order, SQLite ran
+            # one INSERT per threat, each a round trip to its thread.
+            await conn.execute(threats.insert(), inserts)
+            added = [(v["source"], v["external_id"]) for v in inserts]
+            ids = {(r.source, r.external_id): r.id for r in await _rows(conn, added, _KEYS)}
+            for key, values in zip(added, inserts, strict=True):
+                changes.append(ThreatChange(before=None, after=_threat(ids[key], values)))
         # The rollups move in this same transaction: a failed batch leaves them untouched too.
         deltas = Deltas()
         for values in inserts:
@@ -189,6 +184,27 @@ async def _upsert(db: Database, batch: Sequence[ThreatInput], now: dt.datetime) 
         changes=changes,
         pending=pending,
     )
+
+
+_KEYS = (threats.c.id, threats.c.source, threats.c.external_id)
+
+
+async def _rows(conn: Any, keys: Sequence[tuple[str, str]], columns: Any) -> list[Any]:
+    """The rows (of `columns`: a table or a tuple of its columns) with these natural keys,
+    one source at a time: SQLite scans the whole table for a row-value IN over (source,
+    external_id) (1.5 s for 1,000 keys at 1,000,000 threats), but searches the unique index
+    for `source = ? AND external_id IN (...)`."""
+    by_source: dict[str, list[str]] = {}
+    for source, external_id in keys:
+        by_source.setdefault(source, []).append(external_id)
+    found: list[Any] = []
+    for source, ids in by_source.items():
+        for start in range(0, len(ids), 500):
+            query = (select(*columns) if isinstance(columns, tuple) else select(columns)).where(
+                threats.c.source == source, threats.c.external_id.in_(ids[start : start + 500])
+            )
+            found.extend((await conn.execute(query)).all())
+    return found
 
 
 def _threat(row_id: int, values: dict[str, Any]) -> Threat:

@@ -89,3 +89,31 @@ async def test_publication_times_keep_their_instant_whatever_the_offset(
     assert shown.data["threats"]["items"] == [{"publishedAt": "2026-03-14T10:00:00Z"}]
     again = await ingest(execute, crawled(1, publishedAt="2026-03-14T10:00:00Z"))
     assert again.data["ingestThreats"]["unchanged"] == 1
+
+
+def test_the_fast_input_path_builds_what_strawberrys_own_conversion_builds() -> None:
+    """ThreatInput skips Strawberry's generic argument conversion (graph/types.py): both must
+    give the same value, with every optional field given or left out."""
+    from graphql import coerce_input_value
+    from strawberry.types.arguments import convert_argument
+
+    from graph.schema import schema
+    from graph.types import ThreatInput
+
+    full = crawled(1, tags=["x"], indicators=[{"kind": "IP", "value": "10.0.0.1"}])
+    full.update(description="d", url="https://example.test/1")
+    bare = {k: v for k, v in crawled(2).items() if k not in ("description", "tags", "url")}
+    graphql_type = schema._schema.get_type("ThreatInput")
+    definition = ThreatInput.__strawberry_definition__  # type: ignore[attr-defined]
+    fast = definition.from_input
+    registry, config = schema.schema_converter.scalar_registry, schema.config
+    for given in (full, bare):
+        value = coerce_input_value(given, graphql_type)  # type: ignore[arg-type]
+        quick = convert_argument(value, ThreatInput, registry, config)
+        try:
+            definition.from_input = None
+            generic = convert_argument(value, ThreatInput, registry, config)
+        finally:
+            definition.from_input = fast
+        assert quick == generic
+        assert isinstance(quick, ThreatInput)
