@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from crawler import FeedError, prepare
+from crawler import FeedError, Summary, prepare
 from crawler.checks import screen
-from crawler.threat import Threat
+from crawler.command import report
+from crawler.threat import Rejection, Threat
 
 DATA = Path(__file__).parent / "data"
 NOW = dt.datetime(2026, 3, 14, 15, 0, tzinfo=dt.UTC)
@@ -167,3 +168,11 @@ def test_a_repeated_id_a_nul_and_a_future_date_are_caught_before_sending() -> No
 def test_the_source_can_be_named() -> None:
     threats, _ = prepare(feed("stix"), "stix", source="acme-intel", now=NOW)
     assert {t.source for t in threats} == {"acme-intel"}
+
+
+def test_feed_text_in_the_summary_is_text_with_control_characters_escaped() -> None:
+    summary = Summary(read=1, rejected=[Rejection("CVE-1\x1b[2J", "[bold]title[/bold]\r\nforged")])
+    shown = report(summary)
+    assert "CVE-1\\x1b[2J: [bold]title[/bold]\\r\\nforged" in shown
+    assert "\x1b" not in shown
+    assert "\r" not in shown
