@@ -62,6 +62,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         timeout: float = 60.0,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.endpoint = server.rstrip("/") + "/graphql"
         self.retry = retry or Retry()
@@ -70,6 +71,7 @@ class Client:
         self.auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(transport=transport, timeout=timeout, follow_redirects=True)
         self.retries = 0  # retries made, over every request
+        self.on_retry = on_retry  # told why, before each wait
 
     def close(self) -> None:
         self.http.close()
@@ -79,7 +81,12 @@ class Client:
         for attempt in range(self.retry.attempts):
             if attempt:
                 self.retries += 1
-                self.sleep(self.retry.delay(attempt - 1))
+                wait = self.retry.delay(attempt - 1)
+                if self.on_retry:
+                    self.on_retry(
+                        f"{what}: {last}; try {attempt + 1} of {self.retry.attempts} in {wait:.1f} s"
+                    )
+                self.sleep(wait)
             try:
                 return attempt_once()
             except _Transient as exc:

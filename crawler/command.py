@@ -46,13 +46,13 @@ def printable(value: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
 
 
-def _bar(out: TextIO) -> Progress:
+def _bar(console: Console) -> Progress:
     return Progress(
         "sending",
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=Console(file=out),
+        console=console,
         transient=True,
     )
 
@@ -82,7 +82,15 @@ def report(summary: Summary) -> str:
 def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
     """Crawl as the options say; the exit code."""
     token = args.token or os.environ.get(TOKEN_VARIABLE)
-    client = Client(args.server, token, retry=Retry(attempts=max(args.retries, 0) + 1))
+    console = Console(file=err, markup=False, highlight=False, emoji=False)
+    client = Client(
+        args.server,
+        token,
+        retry=Retry(attempts=max(args.retries, 0) + 1),
+        on_retry=None
+        if args.quiet
+        else lambda note: console.print(printable(note), soft_wrap=True),
+    )
     try:
         try:
             threats, summary = prepare(load(args.feed, client), args.format, args.source)
@@ -92,7 +100,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.st
         if args.quiet or not err.isatty():
             send(threats, client, summary)
         else:
-            with _bar(err) as bar:
+            with _bar(console) as bar:
                 task = bar.add_task("sending", total=len(threats))
                 send(threats, client, summary, progress=lambda n: bar.advance(task, n))
     finally:

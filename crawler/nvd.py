@@ -70,7 +70,8 @@ def _severity(cve: dict[str, Any]) -> str | None:
 def _weaknesses(cve: dict[str, Any]) -> list[str]:
     found: list[str] = []
     for weakness in cve.get("weaknesses") or []:
-        for d in weakness.get("description") or [] if isinstance(weakness, dict) else []:
+        described = weakness.get("description") if isinstance(weakness, dict) else None
+        for d in described or []:
             value = d.get("value") if isinstance(d, dict) else None
             if isinstance(value, str) and value.strip() and value not in _NO_CWE:
                 found.append(value.strip())

@@ -239,6 +239,16 @@ def test_an_unreachable_server_stops_the_crawl() -> None:
     assert "gave up after 2 tries; last: HTTP 503" in summary.error.message
 
 
+def test_each_retry_is_announced_with_its_reason() -> None:
+    notes: list[str] = []
+    server = Server(httpx.Response(503), httpx.Response(200, json=OK))
+    crawler = client(server)
+    crawler.on_retry = notes.append
+    crawler.ingest([])
+    assert len(notes) == 1
+    assert notes[0].startswith("POST http://vajra.test/graphql: HTTP 503; try 2 of 4 in ")
+
+
 def test_a_feed_url_is_fetched_with_retries_and_without_the_token() -> None:
     server = Server(httpx.Response(500), httpx.Response(200, content=b'{"vulnerabilities": []}'))
     assert client(server).fetch("http://feeds.test/kev.json") == b'{"vulnerabilities": []}'
