@@ -11,6 +11,7 @@ from typing import Any
 
 from crawler.errors import FeedError
 from crawler.threat import BadRecord, Parsed, Rejection, Threat, text, timestamp
+from crawler.threat import tags as clean_tags
 
 SOURCE = "cisa-kev"
 _URL = re.compile(r"https?://[^\s;]+")
@@ -57,7 +58,7 @@ def _threat(entry: dict[str, Any], source: str) -> Threat:
         severity="CRITICAL" if ransomware else "HIGH",
         category="vulnerability",
         published_at=timestamp(text(entry, "dateAdded"), "dateAdded"),
-        tags=list(dict.fromkeys(tags)),
+        tags=clean_tags(tags),
         indicators=[("CVE", cve)],
         url=links[0] if links else f"https://nvd.nist.gov/vuln/detail/{cve}",
     )

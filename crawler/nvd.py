@@ -11,6 +11,7 @@ from typing import Any
 
 from crawler.errors import FeedError
 from crawler.threat import SEVERITIES, BadRecord, Parsed, Rejection, Threat, short, text, timestamp
+from crawler.threat import tags as clean_tags
 
 SOURCE = "nvd"
 _METRICS = ("cvssMetricV40", "cvssMetricV31", "cvssMetricV30", "cvssMetricV2")
@@ -99,7 +100,7 @@ def _threat(cve: dict[str, Any], source: str) -> Threat:
         severity=severity or "INFO",
         category="vulnerability",
         published_at=timestamp(text(cve, "published"), "published"),
-        tags=list(dict.fromkeys(tags)),
+        tags=clean_tags(tags),
         indicators=[("CVE", cve_id)],
         url=f"https://nvd.nist.gov/vuln/detail/{cve_id}",
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from crawler.errors import FeedError
 from crawler.threat import SEVERITIES, BadRecord, Parsed, Rejection, Threat, short, text, timestamp
+from crawler.threat import tags as clean_tags
 
 SOURCE = "stix"
 _BY_TYPE = {
@@ -134,7 +135,7 @@ def _threat(entry: dict[str, Any], kind: str, source: str) -> Threat:
         severity=_severity(kind, labels, types),
         category=kind,
         published_at=timestamp(text(entry, "created", required=True), "created"),
-        tags=list(dict.fromkeys(labels + types + _techniques(entry))),
+        tags=clean_tags(labels + types + _techniques(entry)),
         indicators=_indicators(entry),
         url=_url(entry),
     )

@@ -86,6 +86,13 @@ def timestamp(value: str | None, key: str) -> dt.datetime:
     return parsed
 
 
+def tags(values: list[str]) -> list[str]:
+    """Tags as the server takes them: once each, 1-64 characters, at most 50. A tag is derived
+    (a label, a vendor's name), so one too long is left out rather than the record rejected."""
+    kept = [v.strip() for v in values if v.strip() and len(v.strip()) <= 64]
+    return list(dict.fromkeys(kept))[:50]
+
+
 def short(value: str, limit: int) -> str:
     """`value` on one line, cut at `limit` characters with an ellipsis."""
     flat = " ".join(value.split())

@@ -176,3 +176,11 @@ def test_feed_text_in_the_summary_is_text_with_control_characters_escaped() -> N
     assert "CVE-1\\x1b[2J: [bold]title[/bold]\\r\\nforged" in shown
     assert "\x1b" not in shown
     assert "\r" not in shown
+
+
+def test_a_tag_too_long_is_left_out_not_the_record() -> None:
+    entry = {"cveID": "CVE-1", "vendorProject": "V" * 65, "product": "p", "dateAdded": "2026-01-01"}
+    threats, summary = prepare({"vulnerabilities": [entry]}, "kev", now=NOW)
+    assert not summary.rejected
+    assert threats[0].tags == ["known-exploited", "p"]
+    assert threats[0].title == f"{'V' * 65} p vulnerability"
