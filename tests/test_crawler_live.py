@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -97,6 +98,30 @@ async def test_nvd_and_stix_feeds_are_ingested_and_rerun_unchanged(server: Serve
     assert (code, "inserted 0, updated 0, unchanged 3" in output) == (0, True), output
     code, output = await crawl(server, "stix.json", "stix")
     assert "inserted 0, updated 0, unchanged 5" in output
+
+
+async def test_a_feed_over_1000_records_goes_in_batches(server: Server, tmp_path: Path) -> None:
+    entries = [
+        {
+            "cveID": f"CVE-2025-{n:05d}",
+            "vendorProject": "Example",
+            "product": f"Product {n % 7}",
+            "vulnerabilityName": f"Example Product {n % 7} flaw {n}",
+            "dateAdded": "2025-06-01",
+            "shortDescription": "Generated for the batching test. " * 20,
+            "knownRansomwareCampaignUse": "Known" if n % 10 == 0 else "Unknown",
+        }
+        for n in range(2_345)
+    ]
+    feed = tmp_path / "big-kev.json"
+    feed.write_text(json.dumps({"vulnerabilities": entries}))
+    code, output = await crawl(server, str(feed), "kev")
+    assert code == 0, output
+    assert "read 2,345 record(s): inserted 2,345, updated 0, unchanged 0, rejected 0" in output
+    shown = await read(server, "cisa-kev")
+    assert shown["total"] == 2_345
+    code, output = await crawl(server, str(feed), "kev", "--quiet")
+    assert "inserted 0, updated 0, unchanged 2,345, rejected 0" in output
 
 
 async def test_a_wrong_token_is_refused_once_and_said(server: Server) -> None:
