@@ -1,4 +1,4 @@
-"""`vajra`: serve the API, seed demo data, invalidate the cache, export the schema."""
+"""`vajra`: serve the API, seed demo data, crawl a feed, invalidate the cache, export the schema."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+from crawler.command import EXIT_CODES
+from crawler.command import add_arguments as add_crawl_arguments
+from crawler.command import run as crawl_command
 from graph.settings import get_settings
 from resolvers.seed import progress_bar, seed
 from resolvers.store import Database
@@ -113,6 +116,14 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--days", type=int, default=90, help="publish dates over the last D days")
     load.add_argument("--seed", type=int, default=1, help="random seed: same seed, same data")
 
+    crawl = commands.add_parser(
+        "crawl",
+        help="send a CISA KEV, NVD or STIX 2.1 feed to the API",
+        description="Map a feed onto threats and send them through ingestThreats, 1,000 at a time.",
+        epilog=EXIT_CODES,
+    )
+    add_crawl_arguments(crawl)
+
     cache = commands.add_parser("cache", help="administer the cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
     invalidate = cache_commands.add_parser(
@@ -136,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("--threats and --days must be at least 1")
         total = asyncio.run(_seed(args.threats, args.days, args.seed))
         print(f"the database now holds {total:,} threats", file=sys.stderr)
+    elif args.command == "crawl":
+        sys.exit(crawl_command(args))
     elif args.command == "cache":
         print(asyncio.run(_cache_command(args)), file=sys.stderr)
     else:
