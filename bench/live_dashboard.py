@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from bench.harness import (
+    ROOT,
     RedisProcess,
     ensure_dataset,
     graphql_request,
@@ -71,7 +72,7 @@ async def drive(port: int, phases: list[tuple[str, float]], args: argparse.Names
                 await asyncio.sleep(1.0)  # the refresh after each write is not measured
     for phase in results:
         summarize(phase, rec)
-    return Run(results, idle)
+    return Run(results, idle, rec.base[None])
 
 
 def run_config(
@@ -80,7 +81,13 @@ def run_config(
     redis = RedisProcess()
     redis.start()
     try:
-        full = {"REDIS_URL": redis.url, "VAJRA_CRAWLER_TOKEN": TOKEN, **env}
+        # PYTHONPATH: the server runs this tree's code whichever checkout installed `vajra`.
+        full = {
+            "REDIS_URL": redis.url,
+            "VAJRA_CRAWLER_TOKEN": TOKEN,
+            "PYTHONPATH": str(ROOT),
+            **env,
+        }
         with server(full) as port:
             return asyncio.run(drive(port, phases, args))
     finally:
@@ -113,7 +120,7 @@ def ensure_postgres(threats: int) -> None:
         subprocess.run(
             [sys.executable, "-m", "graph.cli", "seed", "--threats", str(threats)],
             check=True,
-            env={**os.environ, "DATABASE_URL": POSTGRES},
+            env={**os.environ, "DATABASE_URL": POSTGRES, "PYTHONPATH": str(ROOT)},
         )
 
 

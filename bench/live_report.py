@@ -113,6 +113,7 @@ class Run:
 
     phases: list[Phase]
     idle: list[Ingest]
+    base: int  # threats when the readers started
 
 
 class Figures:
@@ -227,9 +228,9 @@ def report(results: dict[str, Run], args: argparse.Namespace, machine: str) -> l
         "",
         f"Command: `{' '.join(['.venv/bin/python -m bench.live_dashboard', *sys.argv[1:]])}`",
         "",
-        "| configuration | reads | reads/s | p50 ms | p99 ms | p99.9 ms | max ms | worst 1 s p99 ms | reads > 50 ms "
+        "| configuration | threats at start | reads | reads/s | p50 ms | p99 ms | p99.9 ms | max ms | worst 1 s p99 ms | reads > 50 ms "
         "| hit rate | field tier | stale | errors | DB queries / read | refreshes | ingested | client CPU | machine busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     merged: dict[tuple[str, str], Figures] = {}
     for config, run in results.items():
@@ -237,7 +238,7 @@ def report(results: dict[str, Run], args: argparse.Namespace, machine: str) -> l
             f = merged[(config, kind)] = Figures([p for p in run.phases if p.kind == kind])
             refreshes = "n/a (not exposed)" if f.refreshed is None else f"{f.refreshed:,}"
             lines.append(
-                f"| {config}: {LABELS[kind]} | {f.reads:,} | {f.rps:,.0f} | {f.p(50):.2f} | {f.p(99):.1f} | "
+                f"| {config}: {LABELS[kind]} | {run.base:,} | {f.reads:,} | {f.rps:,.0f} | {f.p(50):.2f} | {f.p(99):.1f} | "
                 f"{f.p(99.9):.1f} | {1000 * f.latencies[-1] if f.latencies else float('nan'):.1f} | "
                 f"{f.worst_window_p99:.1f} | {f.slow} | {f.hit_rate:.2%} | {_share(f.field_hit_rate)} | "
                 f"{f.stale} | {f.errors} | {f.queries_per_read:.3f} | {refreshes} | {f.ingested:,} | "
