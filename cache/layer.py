@@ -113,7 +113,7 @@ class Cache:
         self.lease_ms = lease_ms
         self.clock = clock
         # Trusted only once subscribed to the channel (a cache without Redis is alone).
-        self.local = LocalTier(local_bytes)
+        self.local = LocalTier(local_bytes, clock)
         if isinstance(backend, RedisBackend):
             self.local.distrust()
         self.local_epoch = 0

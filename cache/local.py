@@ -21,6 +21,7 @@ class LocalEntry:
     expires: float
     meta: tuple[str, ...] = ()
     etag: bytes = b""
+    window: float = 0.0  # seconds past `expires` it may still be served while recomputed
 
 
 class LocalTier:
@@ -44,10 +45,22 @@ class LocalTier:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry.expires <= self.clock():
-            self._drop(key)
+        now = self.clock()
+        if entry.expires <= now:
+            if entry.expires + entry.window <= now:
+                self._drop(key)
             return None
         self._entries.move_to_end(key)
+        return entry
+
+    def stale(self, key: str) -> LocalEntry | None:
+        """An entry past its max age but inside its stale-while-revalidate window: no write
+        has invalidated it (that drops it at once), only time has passed."""
+        if not self.trusted or not self.live():
+            return None
+        entry = self._entries.get(key)
+        if entry is None or entry.expires + entry.window <= self.clock():
+            return None
         return entry
 
     def put(self, key: str, entry: LocalEntry) -> None:

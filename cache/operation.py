@@ -28,7 +28,7 @@ from cache.extension import OperationRecord
 from cache.http import buffer, directives, etag_of, header, raw_accept, respond
 from cache.layer import Cache
 from cache.local import LocalEntry
-from cache.replay import Replays
+from cache.replay import Replays, Run
 
 logger = logging.getLogger("vajra.cache")
 
@@ -130,6 +130,13 @@ class OperationCache:
             cache.stats.record(OPERATION, "HIT")
             await respond(scope, send, entry, cache.clock(), "HIT", self._extra)
             return
+        if public:
+            stale = cache.local.stale(key)
+            if stale is not None and self.replays.revalidate(key, self._runner(cache)):
+                # Past its max age, not invalidated: served while one replay recomputes it.
+                cache.stats.record(OPERATION, "STALE")
+                await respond(scope, send, stale, cache.clock(), "STALE", self._extra)
+                return
         flight = self.replays.flight(key)
         if flight is not None:
             # Being replayed after a write: its answer, rather than a second run.
@@ -150,12 +157,15 @@ class OperationCache:
         """Replay hot operations in `cache`'s refresh rounds, after its field entries."""
         if self._following is not cache:
             self._following = cache
+            self.replays.counts = cache.refresher.counts
 
             async def refresh(tags: set[str]) -> None:
-                replay = functools.partial(self._replay, cache)
-                await self.replays.refresh(tags, replay, cache.refresher.counts)
+                await self.replays.refresh(tags, self._runner(cache))
 
             cache.refresher.follow(refresh)
+
+    def _runner(self, cache: Cache) -> Run:
+        return functools.partial(self._replay, cache)
 
     async def _replay(self, cache: Cache, key: str, scope: dict[str, Any], body: bytes) -> None:
         """Operation `key` answered again through the app, and stored, as any miss is."""
@@ -250,6 +260,8 @@ class OperationCache:
             or [g.decode() if g else None for g in current] != stored["g"]
         ):
             return None
+        if stored["t"] + stored["a"] <= cache.clock():
+            return None  # past its max age (Redis's TTL, on its own clock, may lag)
         value = stored["b"].encode()
         entry = LocalEntry(
             value=value,
@@ -258,6 +270,7 @@ class OperationCache:
             created=stored["t"],
             expires=stored["t"] + stored["a"],
             meta=(stored["m"], directives(stored["p"], stored.get("s", 0))),
+            window=stored.get("s", 0),
         )
         if cache.local_epoch == local_epoch:
             cache.local.put(key, entry)
@@ -340,6 +353,7 @@ class OperationCache:
             now + int(record.ttl),
             (media.decode(), directives(record.private, record.window)),
             etag_of(body),
+            window=record.window,
         )
         if key is not None:
             await self._store(cache, key, entry, record)

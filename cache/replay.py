@@ -17,6 +17,7 @@ from `cache.refresh.Refresher`, after its field entries, so they are coalesced t
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -46,12 +47,22 @@ class HotOperation:
 class Replays:
     """The hot operations of this process and their replays."""
 
-    def __init__(self, *, capacity: int = 256, concurrency: int = 4, wait: float = 2.0) -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int = 256,
+        concurrency: int = 4,
+        wait: float = 2.0,
+        counts: Counter[str] | None = None,
+    ) -> None:
         self.capacity = capacity
+        # operations and operations_failed (replayed after a write or on expiry)
+        self.counts: Counter[str] = Counter() if counts is None else counts
         self.wait = wait  # how long a reader waits for a replay before running the operation
         self._limit = asyncio.Semaphore(concurrency)
         self._hot: dict[str, HotOperation] = {}
         self._flights: dict[str, asyncio.Future[None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     def seen(
         self, key: str, scope: MutableMapping[str, Any], body: bytes, tags: Iterable[str]
@@ -74,9 +85,23 @@ class Replays:
         """The replay of `key` under way, if any."""
         return self._flights.get(key)
 
-    async def refresh(self, tags: set[str], run: Run, counts: Counter[str]) -> None:
-        """Replay every hot operation read since its last replay that depends on `tags`;
-        count them in `counts` (operations, operations_failed)."""
+    def revalidate(self, key: str, run: Run) -> bool:
+        """Replay `key` in the background (unless a replay is under way): it expired, and a
+        reader is being served the stale entry meanwhile. False if `key` is not tracked
+        (then nothing can replay it: the reader computes it)."""
+        hot = self._hot.get(key)
+        if hot is None:
+            return False
+        if key not in self._flights:
+            task = asyncio.get_running_loop().create_task(
+                self._one(key, hot, run), context=contextvars.Context()
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return True
+
+    async def refresh(self, tags: set[str], run: Run) -> None:
+        """Replay every hot operation read since its last replay that depends on `tags`."""
         stale = [
             (key, hot)
             for key, hot in self._hot.items()
@@ -84,9 +109,9 @@ class Replays:
         ]
         for _, hot in stale:
             hot.reads = 0
-        await asyncio.gather(*(self._one(key, hot, run, counts) for key, hot in stale))
+        await asyncio.gather(*(self._one(key, hot, run) for key, hot in stale))
 
-    async def _one(self, key: str, hot: HotOperation, run: Run, counts: Counter[str]) -> None:
+    async def _one(self, key: str, hot: HotOperation, run: Run) -> None:
         async with self._limit:
             if key in self._flights:
                 return
@@ -94,10 +119,10 @@ class Replays:
             try:
                 await run(key, dict(hot.scope), hot.body)
             except Exception:  # a failed replay leaves a miss for the next reader
-                counts["operations_failed"] += 1
+                self.counts["operations_failed"] += 1
                 logger.warning("replaying an operation failed", exc_info=True)
             else:
-                counts["operations"] += 1
+                self.counts["operations"] += 1
             finally:
                 del self._flights[key]
                 future.set_result(None)

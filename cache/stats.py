@@ -10,16 +10,19 @@ from typing import Any
 @dataclass
 class FieldCounts:
     """`coalesced` lookups missed but waited for another reader's computation: they are
-    not hits (hit_rate counts hits only) and cost the origin nothing."""
+    not hits (hit_rate counts hits only) and cost the origin nothing. `stale` ones were
+    answered past their max age while being recomputed (stale-while-revalidate): not hits
+    either, and nobody waited."""
 
     hits: int = 0
     misses: int = 0
     bypasses: int = 0
     coalesced: int = 0
+    stale: int = 0
 
     @property
     def hit_rate(self) -> float:
-        looked_up = self.hits + self.misses + self.coalesced
+        looked_up = self.hits + self.misses + self.coalesced + self.stale
         return round(self.hits / looked_up, 4) if looked_up else 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -27,6 +30,7 @@ class FieldCounts:
             "hits": self.hits,
             "misses": self.misses,
             "coalesced": self.coalesced,
+            "stale": self.stale,
             "bypasses": self.bypasses,
             "hit_rate": self.hit_rate,
         }
@@ -51,6 +55,8 @@ class CacheStats:
             counts.misses += 1
         elif status == "COALESCED":
             counts.coalesced += 1
+        elif status == "STALE":
+            counts.stale += 1
         else:
             counts.bypasses += 1
 
@@ -62,4 +68,5 @@ class CacheStats:
             total.misses += counts.misses
             total.bypasses += counts.bypasses
             total.coalesced += counts.coalesced
+            total.stale += counts.stale
         return total

@@ -33,8 +33,11 @@ class FieldCacheStats:
     coalesced: int = strawberry.field(
         description="Waited for another request's computation of the same entry."
     )
+    stale: int = strawberry.field(
+        description="Answered past their max age while being recomputed (stale-while-revalidate)."
+    )
     bypasses: int = strawberry.field(description="Not cached: the cache could not be used for it.")
-    hit_rate: float = strawberry.field(description="hits / (hits + misses + coalesced).")
+    hit_rate: float = strawberry.field(description="hits / (hits + misses + coalesced + stale).")
 
 
 @strawberry.type(description="How often one tag was invalidated in this process.")
@@ -60,7 +63,7 @@ class CacheStats:
     )
     hits: int = strawberry.field(description="Lookups answered from the cache.")
     misses: int = strawberry.field(description="Lookups computed and stored.")
-    hit_rate: float = strawberry.field(description="hits / (hits + misses + coalesced).")
+    hit_rate: float = strawberry.field(description="hits / (hits + misses + coalesced + stale).")
     fields: list[FieldCacheStats] = strawberry.field(
         description="The same counts per field coordinate."
     )

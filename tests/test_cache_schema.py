@@ -205,6 +205,7 @@ async def test_cache_stats_are_served_per_field_by_query_and_endpoint(
         "hits": 1,
         "misses": 1,
         "coalesced": 0,
+        "stale": 0,
         "bypasses": 0,
         "hit_rate": 0.5,
     }
@@ -216,6 +217,7 @@ async def test_cache_stats_are_served_per_field_by_query_and_endpoint(
         "hits": 3,
         "misses": 1,
         "coalesced": 0,
+        "stale": 0,
         "bypasses": 0,
         "hit_rate": 0.75,
     }

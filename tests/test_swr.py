@@ -13,8 +13,10 @@ import pytest
 
 from cache import Cache, CachePolicy, PolicyError, Scope, daily
 from cache.extension import OperationRecord
-from tests.conftest import real_redis_cache
+from resolvers.store import Database
+from tests.conftest import add, real_redis_cache, threat_input
 from tests.test_cache_layer import Origin, identity
+from tests.test_refresh import dashboard, ingest, served
 
 pytestmark = pytest.mark.redis
 
@@ -153,3 +155,37 @@ def test_swr_is_not_for_private_fields_nor_negative() -> None:
         CachePolicy(max_age=60, scope=Scope.PRIVATE, swr=10)
     with pytest.raises(PolicyError):
         CachePolicy(max_age=60, swr=-1)
+
+
+async def test_an_expired_whole_operation_is_served_while_one_replay_recomputes_it(
+    sqlite_db: Database, clock: Clock
+) -> None:
+    async with real_redis_cache(clock=clock, refresh_every=0.0) as cache:
+        await add(sqlite_db, *(threat_input(n) for n in range(1, 4)))
+        await cache.start()  # listening: the local tier is trusted
+        async with asyncio.timeout(5):
+            while not cache.trust.trusted():
+                await asyncio.sleep(0.01)
+        async with served(sqlite_db, cache) as (http, layer):
+            assert await dashboard(http) == (3, "MISS")
+            assert await dashboard(http) == (3, "HIT")
+            # Past the operation's max age (stats: 60 s), inside its window (30 s more).
+            await expire(cache, clock, 70)
+            queries = sqlite_db.queries
+            assert await dashboard(http) == (3, "STALE")  # answered at once, not computed
+            assert sqlite_db.queries == queries
+            seen = []
+            for _ in range(5):  # the replay may find a stale field first: then once more
+                await settled(cache)
+                async with asyncio.timeout(5):
+                    while layer.replays._background:
+                        await asyncio.sleep(0.01)
+                seen.append(await dashboard(http))
+                if seen[-1][1] == "HIT":
+                    break
+            assert seen[-1] == (3, "HIT")
+            assert {status for _, status in seen} <= {"STALE", "HIT"}  # nobody waited
+            # A write is never answered stale: the entry is gone, not expired.
+            await ingest(http, 9)
+            total, status = await dashboard(http)
+            assert (total, status != "STALE") == (4, True)
