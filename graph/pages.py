@@ -1,5 +1,9 @@
 """What people open in a browser: the dashboard at /, GraphiQL's page and the API docs, every
-asset served from files in this package (graph/static/, graph/vendor/): nothing from a CDN."""
+asset served from files in this package: nothing from a CDN.
+
+graph/static/ is the dashboard's (always served), graph/ide/ GraphiQL's page and starter,
+graph/vendor/ the npm files GraphiQL and /docs load (scripts/vendor-assets); the last two
+only outside production, like GraphiQL and /docs themselves."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 STATIC = Path(__file__).with_name("static")
+IDE = Path(__file__).with_name("ide")
 VENDOR = Path(__file__).with_name("vendor")
 
 # The dashboard shows text written by crawlers: even if some of it ever reached the DOM as
@@ -44,10 +49,13 @@ GRAPHIQL_CSP = "; ".join(
 )
 
 
+_GRAPHIQL = (IDE / "graphiql.html").read_text(encoding="utf-8")
+
+
 def graphiql_page() -> HTMLResponse:
-    """GraphiQL 3 (React 18, UMD) from /vendor, started by /static/graphiql.js."""
+    """GraphiQL 3 (React 18, UMD) from /vendor, started by /ide/graphiql.js."""
     return HTMLResponse(
-        (STATIC / "graphiql.html").read_text(encoding="utf-8"),
+        _GRAPHIQL,
         headers={"content-security-policy": GRAPHIQL_CSP, "cache-control": "no-cache"},
     )
 
@@ -71,6 +79,7 @@ def add_pages(app: FastAPI, *, production: bool) -> None:
 
     if production:
         return
+    app.mount("/ide", StaticFiles(directory=IDE), name="ide")
     app.mount("/vendor", StaticFiles(directory=VENDOR), name="vendor")
 
     @app.get("/docs", include_in_schema=False)
