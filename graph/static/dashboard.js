@@ -84,8 +84,9 @@ function change(values) {
   refresh();
 }
 
+// A hidden tab does not poll; it catches up as soon as it is shown again.
 async function poll() {
-  await refresh();
+  if (!document.hidden) await refresh();
   setTimeout(poll, POLL_MS);
 }
 
@@ -120,6 +121,7 @@ function wire() {
   byId("prev").addEventListener("click", () => change({ page: Math.max(1, state.page - 1) }));
   byId("next").addEventListener("click", () => change({ page: state.page + 1 }));
   byId("detail-close").addEventListener("click", () => byId("detail").close());
+  document.addEventListener("visibilitychange", () => document.hidden || refresh());
 }
 
 wire();

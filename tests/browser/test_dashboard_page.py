@@ -3,6 +3,7 @@ an ingest on screen within 2 s, crawler text that stays text, a phone's width.""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -117,6 +118,16 @@ async def test_polls_revalidate_with_the_etag(browser: Browser, server: Server) 
         again = await http.get(conditional[-1], headers={"if-none-match": fresh.headers["etag"]})
     assert again.status_code == 304
     assert again.content == b""
+    # The hash a page computes without WebCrypto (plain http from another host) is SHA-256.
+    samples = ["", "abc", "x" * 55, "x" * 56, "query Dashboard { é ✓ }" * 9]
+    digests = await page.evaluate(
+        """async (samples) => {
+            const { sha256Sync } = await import("/static/sha256.js");
+            return samples.map((s) => sha256Sync(new TextEncoder().encode(s)));
+        }""",
+        samples,
+    )
+    assert digests == [hashlib.sha256(s.encode()).hexdigest() for s in samples]
     seen.assert_clean()
 
 
