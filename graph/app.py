@@ -1,4 +1,4 @@
-"""The ASGI application: GraphQL at /graphql, health and cache admin under /."""
+"""The ASGI application: GraphQL at /graphql, the dashboard at /, health and cache admin."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from graph.body_limit import BodyLimit
 from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error, status_error
 from graph.http import SecurityHeaders, graphql_endpoint, json_response, response_variant
+from graph.pages import add_pages
 from graph.persisted import PersistedQueries, load_safelist
 from graph.schema import build_schema, schema
 from graph.settings import Settings, get_settings
@@ -132,13 +133,17 @@ def create_app(
             if db is None:
                 await database.close()
 
-    if settings.production:  # no schema browsing in production, REST or GraphQL
-        app = FastAPI(
-            title="Vajra", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
-        )
-    else:
-        app = FastAPI(title="Vajra", lifespan=lifespan)
+    # No schema browsing in production, REST or GraphQL; /docs is served by graph/pages.py
+    # with local assets, and ReDoc (which only loads from a CDN) is off.
+    app = FastAPI(
+        title="Vajra",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None if settings.production else "/openapi.json",
+    )
     app.state.db = database
+    add_pages(app, production=settings.production)
 
     # Every refusal, whatever the route or method, in the API's error shape.
     @app.exception_handler(StarletteHTTPException)

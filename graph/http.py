@@ -12,10 +12,9 @@ from typing import Any
 import orjson
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.types import Scope
 from strawberry.exceptions import MissingQueryError
-from strawberry.http.ides import get_graphql_ide_html
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
@@ -24,11 +23,11 @@ from strawberry.types.graphql import OperationType
 from graph.context import Context
 from graph.errors import ApiError, BadRequest, BadUserInput, format_error, http_error, log_errors
 from graph.limits import Limits, QueryTooLarge, check_size
+from graph.pages import graphiql_page
 from graph.persisted import PersistedQueries
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
-_GRAPHIQL = get_graphql_ide_html()
 
 
 class _MethodNotAllowed(ApiError):
@@ -191,7 +190,7 @@ def graphql_endpoint(
         accept = request.headers.get("accept", "")
         media_type = negotiate(accept)
         if graphiql and _graphiql(request.method, accept, request.query_params):
-            return HTMLResponse(_GRAPHIQL)
+            return graphiql_page()
         if request.method not in ("GET", "POST"):
             error: ApiError = _MethodNotAllowed("use GET or POST")
             return json_response(
