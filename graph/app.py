@@ -27,6 +27,7 @@ from graph.body_limit import BodyLimit
 from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error, status_error
 from graph.http import SecurityHeaders, graphql_endpoint, json_response, response_variant
+from graph.metrics import CONTENT_TYPE, CacheMetrics, Observe, gone
 from graph.persisted import PersistedQueries, load_safelist
 from graph.schema import build_schema, schema
 from graph.settings import Settings, get_settings
@@ -109,6 +110,10 @@ def create_app(
     database = db or Database(settings.database_url)
     tokens = Tokens(crawler=settings.crawler_token, admin=settings.admin_token)
     state: dict[str, Cache | None] = {"cache": cache}
+    cache_metrics = CacheMetrics()
+    if cache is not None:  # a test's: counted from now, lifespan or not
+        cache_metrics.attach(cache)
+    multiprocess_dir = settings.prometheus_multiproc_dir
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -118,6 +123,8 @@ def create_app(
             state["cache"] = build_cache(settings, database)
         current = state["cache"]
         if current is not None:
+            if owned:
+                cache_metrics.attach(current)
             await current.start()
         sweeper = asyncio.create_task(_sweep(database, current), name="pending-invalidations")
         try:
@@ -131,6 +138,10 @@ def create_app(
                 await current.close()
             if db is None:
                 await database.close()
+            cache_metrics.detach()
+            if multiprocess_dir is not None:
+                # This worker's live gauges (its breaker) no longer count; its counters do.
+                gone(multiprocess_dir)
 
     if settings.production:  # no schema browsing in production, REST or GraphQL
         app = FastAPI(
@@ -252,6 +263,11 @@ def create_app(
         """Counters of this process, for benchmarks and dashboards."""
         return json_response({"database_queries": database.queries})
 
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text format: every worker of this server (see graph/metrics.py)."""
+        return Response(observe.exposition(), media_type=CONTENT_TYPE)
+
     outer: ASGIApp = app
     if settings.cache_operations:
         # Whole-operation hits are answered here, before FastAPI routing.
@@ -274,4 +290,13 @@ def create_app(
         )
     # Outermost: no layer inside holds more of a body than the limit; every answer, the
     # body limit's included, says nosniff.
-    return SecurityHeaders(BodyLimit(outer, settings.max_body_bytes))
+    # Outside everything: whole-operation hits and refusals of the body limit are counted.
+    observe = Observe(
+        SecurityHeaders(BodyLimit(outer, settings.max_body_bytes)),
+        database,
+        routes=[getattr(route, "path", "") for route in app.routes],
+        log=settings.access_log,
+        max_operations=settings.metrics_max_operations,
+        multiprocess_dir=multiprocess_dir,
+    )
+    return observe

@@ -1,0 +1,78 @@
+"""`vajra serve --workers 2 --access-log`: /metrics adds up every worker's counts, whichever
+worker answers the scrape; one access line per request."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.redis_server import RedisServer
+from tests.servers import Server, base_env
+from tests.test_metrics import parse, value
+
+DASH = "query Dash { stats { totalThreats } }"
+ACCESS = re.compile(
+    r'^INFO vajra\.access: 127\.0\.0\.1 "POST /graphql" op=Dash status=200 '
+    r"cache=(HIT|MISS|COALESCED) \d+\.\d\dms$"
+)
+
+
+@pytest.fixture
+async def server(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Server]:
+    env = base_env(
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'vajra.db'}",
+        REDIS_URL=redis_server.url,
+        CACHE_NAMESPACE="metrics-" + secrets.token_hex(4),
+        CACHE_NODE_HEADER="true",
+    )
+    server = Server("workers", env, tmp_path, ("--workers", "2", "--access-log"))
+    server.start()
+    try:
+        await server.wait_healthy(deadline=120)  # two workers, on a loaded machine
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_two_workers_counts_add_up_and_each_request_is_logged(server: Server) -> None:
+    nodes: dict[str, int] = {}
+    sent = 0
+    deadline = time.monotonic() + 30
+    # A connection of its own per request, until both workers have answered some.
+    while len(nodes) < 2 or sent < 20:
+        assert time.monotonic() < deadline, f"one worker answered everything: {nodes}"
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            answer = await http.post("/graphql", json={"query": DASH})
+        assert answer.status_code == 200
+        sent += 1
+        node = answer.headers["x-cache-node"]
+        nodes[node] = nodes.get(node, 0) + 1
+    scrapes = []
+    for _ in range(6):  # whichever worker answers the scrape, it sees them all
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            scrapes.append(parse((await http.get("/metrics")).text))
+    for samples in scrapes:
+        answered = value(
+            samples, "vajra_http_requests_total", path="/graphql", operation="Dash", status="200"
+        )
+        assert answered == sent, (answered, sent, nodes)
+        looked_up = sum(
+            value(samples, "vajra_cache_lookups_total", coordinate="(operation)", result=r)
+            for r in ("hit", "miss", "coalesced")
+        )
+        assert looked_up == sent
+        assert value(samples, "vajra_cache_breaker", state="closed") == 2  # two live workers
+    server.stop()
+    lines = [line for line in server.log.read_text().splitlines() if "vajra.access" in line]
+    graphql = [line for line in lines if "/graphql" in line]
+    assert len(graphql) == sent, lines[:5]
+    for line in graphql:
+        assert ACCESS.match(line), line
+    # uvicorn's own access log stays off: ours is the only line per request.
+    assert not [line for line in server.log.read_text().splitlines() if "HTTP/1.1" in line]
