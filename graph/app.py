@@ -127,12 +127,14 @@ def create_app(
                 cache_metrics.attach(current)
             await current.start()
         sweeper = asyncio.create_task(_sweep(database, current), name="pending-invalidations")
+        flusher = asyncio.create_task(observe.flushing(), name="metrics")
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, flusher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             current = state["cache"]
             if owned and current is not None:
                 await current.close()
@@ -298,5 +300,6 @@ def create_app(
         log=settings.access_log,
         max_operations=settings.metrics_max_operations,
         multiprocess_dir=multiprocess_dir,
+        cache_metrics=cache_metrics,
     )
     return observe

@@ -11,6 +11,8 @@ Under `vajra serve` every process writes its samples to PROMETHEUS_MULTIPROC_DIR
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import json
 import logging
 import os
@@ -40,6 +42,7 @@ access = logging.getLogger("vajra.access")
 # The classic text format, which every Prometheus reads (names here are plain ASCII).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_OPERATIONS = 100
+FLUSH_EVERY = 1.0  # seconds: how old a worker's counts in /metrics may be
 OTHER = "(other)"
 NONE = "(none)"  # a GraphQL request whose document did not validate (or never got that far)
 ANONYMOUS = "(anonymous)"
@@ -115,12 +118,12 @@ def family(tag: str) -> str:
 
 
 class CacheMetrics:
-    """Listens to a Cache's counts and breaker (see cache.stats.StatsListener)."""
+    """Listens to a Cache's counts and breaker (see cache.stats.StatsListener). Lookups, one
+    or more per request, are tallied here and written by `flush`; the rare events at once."""
 
     def __init__(self, max_families: int = 50) -> None:
-        self._lookups: dict[tuple[str, str], Any] = {}
+        self._lookups: dict[tuple[str, str], int] = {}
         self._families = Bounded(max_families)
-        self._invalidations: dict[str, Any] = {}
 
     def attach(self, cache: Cache) -> None:
         cache.stats.listener = self
@@ -128,18 +131,11 @@ class CacheMetrics:
         self.breaker(cache.breaker.state)
 
     def lookup(self, coordinate: str, status: str) -> None:
-        child = self._lookups.get((coordinate, status))
-        if child is None:
-            child = LOOKUPS.labels(coordinate, status.lower())
-            self._lookups[(coordinate, status)] = child
-        child.inc()
+        key = (coordinate, status)
+        self._lookups[key] = self._lookups.get(key, 0) + 1
 
     def invalidated(self, tag: str) -> None:
-        name = self._families(family(tag))
-        child = self._invalidations.get(name)
-        if child is None:
-            child = self._invalidations[name] = INVALIDATIONS.labels(name)
-        child.inc()
+        INVALIDATIONS.labels(self._families(family(tag))).inc()
 
     def backend_error(self) -> None:
         BACKEND_ERRORS.inc()
@@ -153,6 +149,11 @@ class CacheMetrics:
     def detach() -> None:
         for each in State:
             BREAKER.labels(each.value).set(0)
+
+    def flush(self) -> None:
+        pending, self._lookups = self._lookups, {}
+        for (coordinate, status), count in pending.items():
+            LOOKUPS.labels(coordinate, status.lower()).inc(count)
 
 
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
@@ -180,6 +181,7 @@ class Observe:
         log: bool = False,
         max_operations: int = MAX_OPERATIONS,
         multiprocess_dir: str | None = None,
+        cache_metrics: CacheMetrics | None = None,
     ) -> None:
         self.app = app
         self.database = database
@@ -188,8 +190,12 @@ class Observe:
         self.log = log
         self.multiprocess_dir = multiprocess_dir
         self._operations = Bounded(max_operations)
-        self._requests: dict[tuple[str, str, int], Any] = {}
-        self._latency: dict[tuple[str, str, str], Any] = {}
+        self.cache_metrics = cache_metrics
+        # Tallied per request, written to prometheus-client by `flush` (every FLUSH_EVERY
+        # seconds, and before a scrape): in multiprocess mode a write is a locked mmap store
+        # and a getpid() call, a cost a warm whole-operation hit should not pay five times.
+        # (path, operation, status, cache) -> bucket counts, then the sum of durations.
+        self._tally: dict[tuple[str, str, int, str], list[float]] = {}
         self._queries = database.queries
         if log:
             access.setLevel(logging.INFO)  # whatever LOG_LEVEL says: it was asked for
@@ -221,17 +227,12 @@ class Observe:
         else:
             operation = ""
         cache = scope.get(STATUS, "-")
-        counter = self._requests.get((route, operation, status))
-        if counter is None:
-            counter = REQUESTS.labels(route, operation, str(status))
-            self._requests[(route, operation, status)] = counter
-        counter.inc()
-        histogram = self._latency.get((route, operation, cache))
-        if histogram is None:
-            histogram = LATENCY.labels(route, operation, cache)
-            self._latency[(route, operation, cache)] = histogram
-        histogram.observe(seconds)
-        self.sync()
+        key = (route, operation, status, cache)
+        row = self._tally.get(key)
+        if row is None:
+            row = self._tally[key] = [0.0] * (len(BUCKETS) + 2)
+        row[bisect.bisect_left(BUCKETS, seconds)] += 1  # a bucket counts values <= its bound
+        row[-1] += seconds
         if self.log:
             client = scope.get("client") or ("-", 0)
             access.info(
@@ -245,6 +246,31 @@ class Observe:
                 seconds * 1000,
             )
 
+    def flush(self) -> None:
+        """What was tallied since the last flush, into prometheus-client's values."""
+        tally, self._tally = self._tally, {}
+        for (route, operation, status, cache), row in tally.items():
+            REQUESTS.labels(route, operation, str(status)).inc(sum(row[:-1]))
+            # Histogram.observe takes one value at a time; its buckets and sum are counters
+            # that take a sum (tests/test_metrics.py would see them go).
+            histogram = LATENCY.labels(route, operation, cache)
+            for bucket, observed in zip(histogram._buckets, row[:-1], strict=True):
+                if observed:
+                    bucket.inc(observed)
+            histogram._sum.inc(row[-1])
+        if self.cache_metrics is not None:
+            self.cache_metrics.flush()
+        self.sync()
+
+    async def flushing(self) -> None:
+        """Flush every FLUSH_EVERY seconds, until cancelled (and once more then)."""
+        try:
+            while True:
+                await asyncio.sleep(FLUSH_EVERY)
+                self.flush()
+        finally:
+            self.flush()
+
     def sync(self) -> None:
         """Database statements counted since the last sync (requests and background tasks)."""
         queries = self.database.queries
@@ -253,8 +279,9 @@ class Observe:
             self._queries = queries
 
     def exposition(self) -> bytes:
-        """The text format: every worker's samples under `vajra serve`, else this process's."""
-        self.sync()
+        """The text format: every worker's samples under `vajra serve`, else this process's
+        (other workers' counts are at most FLUSH_EVERY seconds old)."""
+        self.flush()
         if self.multiprocess_dir is None:
             return generate_latest(REGISTRY)
         forget_dead(self.multiprocess_dir)

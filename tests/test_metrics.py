@@ -89,6 +89,13 @@ async def test_a_miss_then_a_hit_are_counted_by_operation_and_cache_status(
     latency = "vajra_http_request_duration_seconds_count"
     for status in ("MISS", "HIT"):
         assert moved(before, after, latency, path="/graphql", operation="Dash", cache=status) == 1
+        # Written from tallies into the histogram's buckets and sum (graph/metrics.py flush).
+        labels = {"path": "/graphql", "operation": "Dash", "cache": status}
+        assert moved(before, after, "vajra_http_request_duration_seconds_sum", **labels) > 0
+        inf = moved(
+            before, after, "vajra_http_request_duration_seconds_bucket", le="+Inf", **labels
+        )
+        assert inf == 1
     assert moved(before, after, "vajra_database_queries_total") >= 1
     # The scrape before counts itself in the one after.
     assert moved(before, after, requests, path="/metrics", operation="", status="200") == 1

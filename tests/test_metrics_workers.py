@@ -3,6 +3,7 @@ worker answers the scrape; one access line per request."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
@@ -53,21 +54,27 @@ async def test_two_workers_counts_add_up_and_each_request_is_logged(server: Serv
         sent += 1
         node = answer.headers["x-cache-node"]
         nodes[node] = nodes.get(node, 0) + 1
-    scrapes = []
-    for _ in range(6):  # whichever worker answers the scrape, it sees them all
+    # Each worker writes its counts every FLUSH_EVERY seconds; whichever worker answers a
+    # scrape, it reads them all.
+    deadline = time.monotonic() + 10
+    agreeing = 0
+    while agreeing < 6:
         async with httpx.AsyncClient(base_url=server.url) as http:
-            scrapes.append(parse((await http.get("/metrics")).text))
-    for samples in scrapes:
+            samples = parse((await http.get("/metrics")).text)
         answered = value(
             samples, "vajra_http_requests_total", path="/graphql", operation="Dash", status="200"
         )
-        assert answered == sent, (answered, sent, nodes)
         looked_up = sum(
             value(samples, "vajra_cache_lookups_total", coordinate="(operation)", result=r)
             for r in ("hit", "miss", "coalesced")
         )
-        assert looked_up == sent
-        assert value(samples, "vajra_cache_breaker", state="closed") == 2  # two live workers
+        assert answered <= sent
+        if answered == sent and looked_up == sent:
+            agreeing += 1
+            assert value(samples, "vajra_cache_breaker", state="closed") == 2  # two live workers
+        else:
+            assert time.monotonic() < deadline, (answered, looked_up, sent, nodes)
+            await asyncio.sleep(0.2)
     server.stop()
     lines = [line for line in server.log.read_text().splitlines() if "vajra.access" in line]
     graphql = [line for line in lines if "/graphql" in line]
