@@ -4,8 +4,11 @@ worker answers the scrape; one access line per request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -54,6 +57,7 @@ async def test_two_workers_counts_add_up_and_each_request_is_logged(server: Serv
         sent += 1
         node = answer.headers["x-cache-node"]
         nodes[node] = nodes.get(node, 0) + 1
+    original = dict(nodes)
     # Each worker writes its counts every FLUSH_EVERY seconds; whichever worker answers a
     # scrape, it reads them all.
     deadline = time.monotonic() + 10
@@ -75,6 +79,30 @@ async def test_two_workers_counts_add_up_and_each_request_is_logged(server: Serv
         else:
             assert time.monotonic() < deadline, (answered, looked_up, sent, nodes)
             await asyncio.sleep(0.2)
+    # A worker killed (nothing runs on its way out) is found dead at a scrape: it leaves the
+    # breaker gauge, uvicorn starts another in its place, and its counts stay in the totals.
+    killed = next(iter(nodes))
+    os.kill(int(killed.rpartition("-")[2]), signal.SIGKILL)
+    deadline = time.monotonic() + 120  # a worker's start, on a loaded machine
+    while not set(nodes) - set(original):  # until the new worker has answered (it is up)
+        assert time.monotonic() < deadline, server.log_tail()
+        with contextlib.suppress(httpx.HTTPError):
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                answer = await http.post("/graphql", json={"query": DASH})
+            sent += 1
+            nodes[answer.headers["x-cache-node"]] = 1
+        await asyncio.sleep(0.05)
+    while True:
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            samples = parse((await http.get("/metrics")).text)
+        answered = value(
+            samples, "vajra_http_requests_total", path="/graphql", operation="Dash", status="200"
+        )
+        if answered == sent:
+            break
+        assert time.monotonic() < deadline, (answered, sent)
+        await asyncio.sleep(0.2)
+    assert value(samples, "vajra_cache_breaker", state="closed") == 2
     server.stop()
     lines = [line for line in server.log.read_text().splitlines() if "vajra.access" in line]
     graphql = [line for line in lines if "/graphql" in line]
