@@ -6,13 +6,16 @@ documents that validated, the first MAX_OPERATIONS of them per process, then "(o
 tag families are a tag's part before "=" (never a tag: those are unbounded).
 
 Under `vajra serve` every process writes its samples to PROMETHEUS_MULTIPROC_DIR and
-`/metrics` adds up those of every worker, the dead ones' counters included.
+`/metrics` adds up those of every worker, the dead ones' counters included. A request is
+tallied in plain dicts and written there once a second (and before a scrape): a write in that
+mode is a locked mmap store, dearer than the warm whole-operation hit it would count.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import logging
 import os
@@ -101,14 +104,14 @@ class Bounded:
     def __init__(self, limit: int, other: str = OTHER) -> None:
         self.limit = limit
         self.other = other
-        self._known: dict[str, str] = {}
+        self.known: dict[str, str] = {}  # read directly on hot paths: a call costs more
 
     def __call__(self, value: str) -> str:
-        label = self._known.get(value)
+        label = self.known.get(value)
         if label is None:
-            label = value[:100] if len(self._known) < self.limit else self.other
+            label = value[:100] if len(self.known) < self.limit else self.other
             if label is not self.other:
-                self._known[value] = label
+                self.known[value] = label
         return label
 
 
@@ -190,6 +193,7 @@ class Observe:
         self.log = log
         self.multiprocess_dir = multiprocess_dir
         self._operations = Bounded(max_operations)
+        self._known = self._operations.known
         self.cache_metrics = cache_metrics
         # Tallied per request, written to prometheus-client by `flush` (every FLUSH_EVERY
         # seconds, and before a scrape): in multiprocess mode a write is a locked mmap store
@@ -223,7 +227,10 @@ class Observe:
         route = path if path in self.routes else "other"
         if route == self.graphql_path:
             name = scope.get(NAME)
-            operation = NONE if name is None else self._operations(name or ANONYMOUS)
+            if name is None:
+                operation = NONE
+            else:
+                operation = self._known.get(name) or self._operations(name or ANONYMOUS)
         else:
             operation = ""
         cache = scope.get(STATUS, "-")
@@ -302,7 +309,8 @@ def forget_dead(directory: str) -> None:
 
 def gone(directory: str, pid: int | None = None) -> None:
     """A process (this one by default) no longer counts in the live gauges."""
-    multiprocess.mark_process_dead(pid or os.getpid(), directory)  # type: ignore[no-untyped-call]
+    with contextlib.suppress(FileNotFoundError):  # another worker's scrape was first
+        multiprocess.mark_process_dead(pid or os.getpid(), directory)  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:
