@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache import Cache, RedisBackend
 from graph.app import create_app
+from graph.cli import _metrics_dir
 from graph.metrics import Bounded, family, safe
 from graph.settings import Settings
 from resolvers.store import Database
@@ -228,3 +230,16 @@ def test_labels_are_bounded() -> None:
     assert [bounded(v) for v in ("a", "b", "c", "a", "d")] == ["a", "b", "(other)", "a", "(other)"]
     assert family("threat:source=nvd") == "threat:source"
     assert family("threat:any") == "threat:any"
+
+
+def test_vajra_serve_starts_its_workers_on_an_empty_metrics_directory(tmp_path: Path) -> None:
+    configured = tmp_path / "metrics"
+    configured.mkdir()
+    (configured / "counter_1234.db").write_bytes(b"left by an earlier run")
+    (configured / "notes.txt").write_text("not ours")
+    assert _metrics_dir(str(configured)) == (str(configured), False)
+    assert sorted(p.name for p in configured.iterdir()) == ["notes.txt"]
+    directory, temporary = _metrics_dir(None)  # none configured: a fresh one, removed after
+    assert temporary
+    assert not list(Path(directory).iterdir())
+    Path(directory).rmdir()

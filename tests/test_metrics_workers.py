@@ -34,6 +34,9 @@ async def server(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ser
         REDIS_URL=redis_server.url,
         CACHE_NAMESPACE="metrics-" + secrets.token_hex(4),
         CACHE_NODE_HEADER="true",
+        # A directory of the test's own (emptied at start), not a temporary one that a
+        # server killed on the way out would leave behind.
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
     )
     server = Server("workers", env, tmp_path, ("--workers", "2", "--access-log"))
     server.start()
