@@ -243,3 +243,23 @@ def test_vajra_serve_starts_its_workers_on_an_empty_metrics_directory(tmp_path: 
     assert temporary
     assert not list(Path(directory).iterdir())
     Path(directory).rmdir()
+
+
+async def test_a_hit_on_an_entry_another_process_stored_knows_its_operation(
+    sqlite_db: Database, cache: Cache, redis_server: RedisServer
+) -> None:
+    other = Cache(RedisBackend(redis_server.url), namespace="m", schema_version="t")
+    try:
+        first = httpx.ASGITransport(app=app_for(sqlite_db, cache))
+        second = httpx.ASGITransport(app=app_for(sqlite_db, other))
+        async with httpx.AsyncClient(transport=first, base_url="http://t") as http:
+            before = await scrape(http)
+            assert (await http.post("/graphql", json={"query": DASH})).headers["x-cache"] == "MISS"
+        async with httpx.AsyncClient(transport=second, base_url="http://t") as http:
+            answer = await http.post("/graphql", json={"query": DASH})
+            assert answer.headers["x-cache"] == "HIT"  # from Redis: this process never ran it
+            after = await scrape(http)
+    finally:
+        await other.close()
+    latency = "vajra_http_request_duration_seconds_count"
+    assert moved(before, after, latency, path="/graphql", operation="Dash", cache="HIT") == 1
