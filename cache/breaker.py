@@ -35,6 +35,8 @@ class CircuitBreaker:
         self.probe_timeout = probe_timeout
         self._clock = clock
         self.state = State.CLOSED
+        # Told of every change of state (a metrics gauge, for one).
+        self.on_change: Callable[[State], None] | None = None
         self._failures = 0
         self._cooldown = cooldown
         self._reopen_at = 0.0
@@ -46,7 +48,7 @@ class CircuitBreaker:
             return True
         now = self._clock()
         if self.state is State.OPEN and now >= self._reopen_at:
-            self.state = State.HALF_OPEN
+            self._enter(State.HALF_OPEN)
             self._probe_at = now
             return True
         if self.state is State.HALF_OPEN and now - self._probe_at >= self.probe_timeout:
@@ -57,7 +59,8 @@ class CircuitBreaker:
     def success(self) -> bool:
         """Record a success; True when this closes an open breaker."""
         recovered = self.state is not State.CLOSED
-        self.state = State.CLOSED
+        if recovered:
+            self._enter(State.CLOSED)
         self._failures = 0
         self._cooldown = self.base_cooldown
         return recovered
@@ -69,7 +72,13 @@ class CircuitBreaker:
             opening = self.state is not State.OPEN
             if self.state is State.HALF_OPEN:
                 self._cooldown = min(self._cooldown * 2, self.max_cooldown)
-            self.state = State.OPEN
+            self._enter(State.OPEN)
             self._reopen_at = self._clock() + self._cooldown
             return opening
         return False
+
+    def _enter(self, state: State) -> None:
+        changed = state is not self.state
+        self.state = state
+        if changed and self.on_change is not None:
+            self.on_change(state)

@@ -368,7 +368,7 @@ class Cache:
     async def _bump(self, unique: list[str]) -> None:
         items = [(self.keys.generation(tag), new_generation(), GENERATION_TTL_MS) for tag in unique]
         for tag in unique:
-            self.stats.invalidations[tag] += 1
+            self.stats.invalidated(tag)
         if self.fallback is not None:
             await self.fallback.set_many(items)
         backend = self.trust.writer()
@@ -389,7 +389,7 @@ class Cache:
     async def reset(self) -> None:
         """Make everything cached so far stale, in every process: a new epoch, recorded where
         the data is and announced (after a bulk load, a restore or a manual write)."""
-        self.stats.invalidations["*"] += 1
+        self.stats.invalidated("*")
         self.drop_local(["*"])
         await self.trust.cover()
 

@@ -34,6 +34,11 @@ logger = logging.getLogger("vajra.cache")
 
 ASGIApp = Callable[..., Any]
 OPERATION = "(operation)"  # the coordinate whole-operation hits and misses are counted under
+# Scope keys shared with the layers around: the app sets NAME (the operation's name, "" for
+# an anonymous one) once the document validated; this cache sets STATUS to what it answered
+# (HIT, COALESCED, MISS) and NAME on the answers it gives without the app.
+NAME = "graphql.operation"
+STATUS = "cache.status"
 # Which process answered, when asked for: the cross-process benchmark tells workers apart.
 NODE = (b"x-cache-node", f"{socket.gethostname()}-{os.getpid()}".encode())
 _JSON_TYPES = (b"application/json", b"application/graphql-response+json")
@@ -76,6 +81,7 @@ class OperationCache:
         self._tags: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._private: set[str] = set()
         self._keys: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._names: dict[str, str] = {}  # op key -> its operation's name, as long as its tags
         self.max_known = max_known
         # The hottest public operations, replayed after the writes that make them stale.
         self.replays = Replays(capacity=refresh)
@@ -128,6 +134,8 @@ class OperationCache:
             if public:
                 self.replays.seen(key, scope, body, entry.tags)
             cache.stats.record(OPERATION, "HIT")
+            scope[STATUS] = "HIT"
+            scope[NAME] = self._names.get(key)
             await respond(scope, send, entry, cache.clock(), "HIT", self._extra)
             return
         if public:
@@ -145,10 +153,13 @@ class OperationCache:
             entry = cache.local.get(key) or await self._remote(cache, key)
             if entry is not None:
                 cache.stats.record(OPERATION, "COALESCED")
+                scope[STATUS] = "COALESCED"
+                scope[NAME] = self._names.get(key)
                 await respond(scope, send, entry, cache.clock(), "COALESCED", self._extra)
                 return
-        cache.stats.record(OPERATION, "MISS")
-        await self._miss(cache, key, scope, receive, send)
+        # Counted once the answer shows whether it was cacheable: a MISS if it was (and
+        # stored), else a BYPASS (a mutation, an error), which hit rates leave out.
+        await self._miss(cache, key, scope, receive, send, counted=True)
         tags = self._tags.get(key)
         if tags is not None and key not in self._private:  # stored: worth replaying
             self.replays.seen(key, scope, body, tags)
@@ -181,6 +192,7 @@ class OperationCache:
         async def discard(message: dict[str, Any]) -> None:
             return None
 
+        scope.pop(NAME, None)
         await self._miss(cache, key, scope, receive, discard)
 
     def _key(self, scope: MutableMapping[str, Any], body: bytes) -> str | None:
@@ -243,7 +255,8 @@ class OperationCache:
                 stored = orjson.loads(raw)
                 tags = tuple(stored["tags"])
                 current = await backend.get_many([cache.keys.generation(t) for t in tags])
-                self._remember_tags(key, tags)  # the next L2 hit here is one MGET
+                # The next L2 hit here is one MGET.
+                self._remember_tags(key, tags, stored.get("n"))
             else:
                 raw, *current = await backend.get_many(
                     [entry_key, *(cache.keys.generation(t) for t in tags)]
@@ -283,6 +296,8 @@ class OperationCache:
         scope: MutableMapping[str, Any],
         receive: Any,
         send: Any,
+        *,
+        counted: bool = False,
     ) -> None:
         record = OperationRecord()
         scope["cache.operation"] = record
@@ -298,7 +313,7 @@ class OperationCache:
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     await self._finish(
-                        cache, key, scope, send, started, b"".join(chunks), record, epoch
+                        cache, key, scope, send, started, b"".join(chunks), record, epoch, counted
                     )
             else:
                 await send(message)
@@ -315,6 +330,7 @@ class OperationCache:
         body: bytes,
         record: OperationRecord,
         epoch: int,
+        counted: bool = False,
     ) -> None:
         headers = [
             (k, v)
@@ -330,6 +346,8 @@ class OperationCache:
             and record.ttl >= 1
             and record.generations
         )
+        if counted:
+            cache.stats.record(OPERATION, "MISS" if cacheable else "BYPASS")
         if not cacheable or key is None:
             headers.append((b"cache-control", b"no-store"))
             headers.extend(self._extra)
@@ -355,24 +373,27 @@ class OperationCache:
             etag_of(body),
             window=record.window,
         )
+        scope[STATUS] = "MISS"
         if key is not None:
-            await self._store(cache, key, entry, record)
+            await self._store(cache, key, entry, record, scope.get(NAME))
             if cache.local_epoch == epoch:  # nothing was invalidated while we computed
                 cache.local.put(key, entry)
         await respond(
             scope, send, entry, now, "MISS", self._extra, status=started.get("status", 200)
         )
 
-    def _remember_tags(self, key: str, tags: tuple[str, ...]) -> None:
+    def _remember_tags(self, key: str, tags: tuple[str, ...], name: Any = None) -> None:
         self._tags[key] = tags
         self._tags.move_to_end(key)
+        if isinstance(name, str):
+            self._names[key] = name
         while len(self._tags) > self.max_known:
-            self._tags.popitem(last=False)
+            self._names.pop(self._tags.popitem(last=False)[0], None)
 
     async def _store(
-        self, cache: Cache, key: str, entry: LocalEntry, record: OperationRecord
+        self, cache: Cache, key: str, entry: LocalEntry, record: OperationRecord, name: Any
     ) -> None:
-        self._remember_tags(key, entry.tags)
+        self._remember_tags(key, entry.tags, name)
         backend = cache.trust.writer()
         if backend is None or record.epoch is None:
             return
@@ -386,6 +407,8 @@ class OperationCache:
             "tags": list(entry.tags),
             "g": [record.generations[t].decode() for t in entry.tags],
         }
+        if isinstance(name, str):
+            stored["n"] = name  # so that another process's hit knows which operation it was
         entry_key = cache.keys.operation(key, record.epoch)
         with contextlib.suppress(BackendError):
             await backend.set_many([(entry_key, orjson.dumps(stored), int(record.ttl * 1000))])

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+
+class StatsListener(Protocol):
+    """Hears every count as it is made (an exporter of metrics, for one)."""
+
+    def lookup(self, coordinate: str, status: str) -> None: ...
+
+    def invalidated(self, tag: str) -> None: ...
+
+    def backend_error(self) -> None: ...
 
 
 @dataclass
@@ -44,8 +54,21 @@ class CacheStats:
     lost_invalidations: int = 0  # invalidations that did not reach Redis: an epoch covered them
     # refresh on write: rounds, entries (and entries_failed), operations (operations_failed)
     refresh: Counter[str] = field(default_factory=Counter)
+    listener: StatsListener | None = field(default=None, compare=False, repr=False)
+
+    def invalidated(self, tag: str) -> None:
+        self.invalidations[tag] += 1
+        if self.listener is not None:
+            self.listener.invalidated(tag)
+
+    def backend_error(self) -> None:
+        self.backend_errors += 1
+        if self.listener is not None:
+            self.listener.backend_error()
 
     def record(self, coordinate: str, status: str) -> None:
+        if self.listener is not None:
+            self.listener.lookup(coordinate, status)
         counts = self.fields.get(coordinate)
         if counts is None:
             counts = self.fields[coordinate] = FieldCounts()

@@ -119,7 +119,7 @@ class Trust:
             self.fallback = MemoryBackend(self.fallback.max_entries)
 
     def failed(self, exc: BackendError) -> None:
-        self.stats.backend_errors += 1
+        self.stats.backend_error()
         self.breaker.failure()
         self._degraded = True
         self._last_failure = now = time.monotonic()

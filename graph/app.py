@@ -27,6 +27,7 @@ from graph.body_limit import BodyLimit
 from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error, status_error
 from graph.http import SecurityHeaders, graphql_endpoint, json_response, response_variant
+from graph.metrics import CONTENT_TYPE, CacheMetrics, Observe, gone
 from graph.pages import add_pages
 from graph.persisted import PersistedQueries, load_safelist
 from graph.schema import build_schema, schema
@@ -110,6 +111,10 @@ def create_app(
     database = db or Database(settings.database_url)
     tokens = Tokens(crawler=settings.crawler_token, admin=settings.admin_token)
     state: dict[str, Cache | None] = {"cache": cache}
+    cache_metrics = CacheMetrics()
+    if cache is not None:  # a test's: counted from now, lifespan or not
+        cache_metrics.attach(cache)
+    multiprocess_dir = settings.prometheus_multiproc_dir
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -119,19 +124,27 @@ def create_app(
             state["cache"] = build_cache(settings, database)
         current = state["cache"]
         if current is not None:
+            if owned:
+                cache_metrics.attach(current)
             await current.start()
         sweeper = asyncio.create_task(_sweep(database, current), name="pending-invalidations")
+        flusher = asyncio.create_task(observe.flushing(), name="metrics")
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, flusher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             current = state["cache"]
             if owned and current is not None:
                 await current.close()
             if db is None:
                 await database.close()
+            cache_metrics.detach()
+            if multiprocess_dir is not None:
+                # This worker's live gauges (its breaker) no longer count; its counters do.
+                gone(multiprocess_dir)
 
     # No schema browsing in production, REST or GraphQL; /docs is served by graph/pages.py
     # with local assets, and ReDoc (which only loads from a CDN) is off.
@@ -257,6 +270,11 @@ def create_app(
         """Counters of this process, for benchmarks and dashboards."""
         return json_response({"database_queries": database.queries})
 
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text format: every worker of this server (see graph/metrics.py)."""
+        return Response(observe.exposition(), media_type=CONTENT_TYPE)
+
     outer: ASGIApp = app
     if settings.cache_operations:
         # Whole-operation hits are answered here, before FastAPI routing.
@@ -279,4 +297,14 @@ def create_app(
         )
     # Outermost: no layer inside holds more of a body than the limit; every answer, the
     # body limit's included, says nosniff.
-    return SecurityHeaders(BodyLimit(outer, settings.max_body_bytes))
+    # Outside everything: whole-operation hits and refusals of the body limit are counted.
+    observe = Observe(
+        SecurityHeaders(BodyLimit(outer, settings.max_body_bytes)),
+        database,
+        routes=[getattr(route, "path", "") for route in app.routes],
+        log=settings.access_log,
+        max_operations=settings.metrics_max_operations,
+        multiprocess_dir=multiprocess_dir,
+        cache_metrics=cache_metrics,
+    )
+    return observe

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from crawler.command import EXIT_CODES
@@ -67,7 +70,34 @@ async def _cache_command(args: argparse.Namespace) -> str:
         await db.close()
 
 
+def _metrics_dir(configured: str | None) -> tuple[str, bool]:
+    """Where every worker writes its metrics, emptied (prometheus-client wants it fresh at
+    each start); True when it is a temporary directory of our own, removed on the way out."""
+    if configured is None:
+        return tempfile.mkdtemp(prefix="vajra-metrics-"), True
+    directory = Path(configured)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return str(directory), False
+
+
 def _serve(args: argparse.Namespace) -> None:
+    # Before anything imports prometheus-client, in this process and in the workers it
+    # starts (they inherit the environment): its multiprocess mode is chosen at import.
+    directory, temporary = _metrics_dir(get_settings().prometheus_multiproc_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    if args.access_log:
+        os.environ["VAJRA_ACCESS_LOG"] = "true"
+    get_settings.cache_clear()
+    try:
+        _run(args)
+    finally:
+        if temporary:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace) -> None:
     import uvicorn
 
     from graph.protocol import ApiHttpToolsProtocol
@@ -86,7 +116,7 @@ def _serve(args: argparse.Namespace) -> None:
         loop="uvloop",
         http=ApiHttpToolsProtocol,
         log_level=settings.log_level.lower(),
-        access_log=args.access_log,
+        access_log=False,  # ours (VAJRA_ACCESS_LOG) names the operation and the cache status
     )
 
 
@@ -108,7 +138,12 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log one line per request: operation, status, cache status, duration "
+        "(VAJRA_ACCESS_LOG=true does the same)",
+    )
     serve.add_argument("--no-demo", action="store_true", help="do not seed an empty database")
 
     load = commands.add_parser("seed", help="load deterministic demo threats")

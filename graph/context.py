@@ -74,6 +74,9 @@ class Context:
     cache_debug: bool = False
     cache_operation: Any = None  # filled for the whole-operation cache, when it asks
     introspection: bool = True  # off in production
+    # The operation's name once its document validated ("" for an anonymous one): metrics
+    # and the access log label requests with it, never with a name that did not validate.
+    operation_name: str | None = None
     threat_loader: DataLoader[int, records.Threat | None] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -20,6 +20,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from cache.operation import NAME as OPERATION_NAME
 from graph.context import Context
 from graph.errors import ApiError, BadRequest, BadUserInput, format_error, http_error, log_errors
 from graph.limits import Limits, QueryTooLarge, check_size
@@ -206,13 +207,18 @@ def graphql_endpoint(
                 if request.method == "GET"
                 else {OperationType.QUERY, OperationType.MUTATION}
             )
-            result = await schema.execute(
-                query,
-                variable_values=variables,
-                context_value=context_for(request),
-                operation_name=operation_name,
-                allowed_operation_types=allowed,
-            )
+            context = context_for(request)
+            try:
+                result = await schema.execute(
+                    query,
+                    variable_values=variables,
+                    context_value=context,
+                    operation_name=operation_name,
+                    allowed_operation_types=allowed,
+                )
+            finally:
+                if context.operation_name is not None:  # it validated: the outer layers' label
+                    request.scope[OPERATION_NAME] = context.operation_name
         except QueryTooLarge as exc:
             log_errors([exc])
             result = ExecutionResult(data=None, errors=[exc])  # answered as one that did not parse

@@ -26,6 +26,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
+from graph.context import Context
 from graph.cost import cost, shape
 
 QUERY_TOO_LARGE = "QUERY_TOO_LARGE"
@@ -204,6 +205,8 @@ class QueryLimits(SchemaExtension):
         document = self._document
         if document is not None:
             context.pre_execution_errors = self._check(document, context)
+            if not context.pre_execution_errors and isinstance(context.context, Context):
+                context.context.operation_name = context.operation_name or ""
         yield
 
     def _check(self, document: _Document, context: ExecutionContext) -> list[GraphQLError]:

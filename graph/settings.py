@@ -94,6 +94,18 @@ class Settings(BaseSettings):
         default=10 * 2**20, ge=1024, le=2**30, validation_alias="MAX_BODY_BYTES"
     )
 
+    # One line per request on the `vajra.access` logger (`vajra serve --access-log` sets it).
+    access_log: bool = Field(default=False, validation_alias="VAJRA_ACCESS_LOG")
+    # Operation names /metrics labels requests with, per process; later ones are "(other)".
+    metrics_max_operations: int = Field(
+        default=100, ge=0, le=10_000, validation_alias="METRICS_MAX_OPERATIONS"
+    )
+    # Where every worker writes its metrics (prometheus-client's multiprocess mode);
+    # `vajra serve` sets it to a fresh directory of its own when unset.
+    prometheus_multiproc_dir: str | None = Field(
+        default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR"
+    )
+
     environment: Literal["development", "production"] = Field(
         default="development", validation_alias="VAJRA_ENV"
     )

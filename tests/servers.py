@@ -31,9 +31,12 @@ def base_env(**values: str) -> dict[str, str]:
 class Server:
     """One `vajra serve --no-demo` on a fixed port; `start()` again after `kill()` reuses it."""
 
-    def __init__(self, name: str, env: dict[str, str], directory: Path) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], directory: Path, args: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
         self.env = env
+        self.args = args  # more `vajra serve` options: --workers 2, --access-log
         self.port = free_port()
         self.directory = directory
         self.log = directory / f"server-{name}.log"
@@ -48,6 +51,7 @@ class Server:
 
     def start(self) -> None:
         args = [VAJRA, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-demo"]
+        args += self.args
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 args, env=self.env, cwd=self.directory, stdout=log, stderr=subprocess.STDOUT
