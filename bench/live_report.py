@@ -15,26 +15,17 @@ import httpx
 from bench.live_load import Ingest, Read, Recorder, operations
 
 SLOW = 0.050  # seconds: a read over this is slow
-REFRESH_KEYS = ("refreshed", "refresh", "refreshes")
 EXPIRING = "sqlite, short max ages"
 LABELS = {"quiet": "no crawler", "crawler": "crawler", "expiring": "entries expiring, no crawler"}
 
 
 def _refreshes(stats: Any) -> int | None:
-    """A refresh counter, wherever /api/cache/stats puts one (none in this tree yet)."""
-    if isinstance(stats, dict):
-        for key in REFRESH_KEYS:
-            value = stats.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if isinstance(value, dict):
-                found = _refreshes(value) or value.get("done")
-                if isinstance(found, int):
-                    return found
-        for value in stats.values():
-            if isinstance(value, dict) and (found := _refreshes(value)) is not None:
-                return found
-    return None
+    """Entries and whole operations recomputed by refresh on write or on expiry
+    (`refresh` in /api/cache/stats), None for a server without the counters."""
+    counts = stats.get("refresh") if isinstance(stats, dict) else None
+    if not isinstance(counts, dict) or "entries" not in counts:
+        return None
+    return int(counts["entries"]) + int(counts.get("operations", 0))
 
 
 def _machine_jiffies() -> tuple[int, int]:
@@ -68,7 +59,7 @@ class Snapshot:
             refreshed=_refreshes(stats),
             fields=(
                 sum(c["hits"] for c in counts),
-                sum(c["misses"] for c in counts),
+                sum(c["misses"] + c.get("stale", 0) for c in counts),
                 sum(c.get("coalesced", 0) for c in counts),
             ),
         )
@@ -218,9 +209,11 @@ def report(results: dict[str, Run], args: argparse.Namespace, machine: str) -> l
         f"reach the shared file); {machine}, shared with other work: ratios matter more than "
         "absolute figures.",
         "",
-        "Hit rate: reads answered `X-Cache: HIT` over all reads (a MISS, including one that "
-        "waited for another's computation, counts against it); field tier: hits over field "
-        "lookups from `/api/cache/stats` (COALESCED waits counted as misses). A stale read is one "
+        "Hit rate: reads answered `X-Cache: HIT` over all reads (a MISS, a COALESCED wait for "
+        "a replay and a STALE answer all count against it); field tier: hits over field "
+        "lookups from `/api/cache/stats` (COALESCED waits and STALE answers counted as misses). "
+        "Refreshes: field entries and whole operations recomputed in the background, after "
+        "writes and on expiry (`refresh` in `/api/cache/stats`). A stale read is one "
         "that started after k ingested threats' mutations returned and counts fewer than base + k "
         "(the filtered lists: base + those of the k that match the filter). DB queries per read "
         "come from `/api/metrics` over the phase and include the ingests' and refreshes' own. "
@@ -236,7 +229,7 @@ def report(results: dict[str, Run], args: argparse.Namespace, machine: str) -> l
     for config, run in results.items():
         for kind in dict.fromkeys(p.kind for p in run.phases):
             f = merged[(config, kind)] = Figures([p for p in run.phases if p.kind == kind])
-            refreshes = "n/a (not exposed)" if f.refreshed is None else f"{f.refreshed:,}"
+            refreshes = "n/a" if f.refreshed is None else f"{f.refreshed:,}"
             lines.append(
                 f"| {config}: {LABELS[kind]} | {run.base:,} | {f.reads:,} | {f.rps:,.0f} | {f.p(50):.2f} | {f.p(99):.1f} | "
                 f"{f.p(99.9):.1f} | {1000 * f.latencies[-1] if f.latencies else float('nan'):.1f} | "
@@ -310,9 +303,9 @@ def report(results: dict[str, Run], args: argparse.Namespace, machine: str) -> l
             f"`{EXPIRING}`: a server with `CACHE_TTL_STATS`, `CACHE_TTL_THREATS` and "
             f"`CACHE_TTL_CHARTS` set to {swr_ttl} s (the fields' `swr=30` unchanged), no crawler: "
             f"every entry expires about every {swr_ttl} s under load, {expiring.seconds / swr_ttl:.0f} "
-            "times in the phase, and is served STALE while one flight recomputes it. An operation "
-            "with a stale field is not kept whole, so its reads count as whole-operation misses; "
-            "the field tier column says how many field lookups the cache answered (a STALE answer "
-            "counts as a hit), DB queries per read how many reached the database.",
+            "times in the phase. A whole operation past its max age is answered STALE while one "
+            "replay recomputes it, and a field the same way while one flight recomputes it; STALE "
+            "answers count against both hit rates, though nobody waited for them. DB queries per "
+            "read say how many reached the database.",
         ]
     return lines
