@@ -167,6 +167,8 @@ def report(load: Load, fault: Fault, settled: float, seen: dict[str, str], store
             if first is not None:
                 summary.append(f"  server {server.name} logged:")
                 summary.extend("    " + line for line in lines[first : first + 40])
+    if fault.missing:  # when each ingest ran, to see why none fell inside the fault
+        summary.append("  ingests: " + "; ".join(load.describe(i) for i in load.ingests))
     text = "\n".join(summary)
     print(text)
     assert not fault.missing, "the fault did not happen as intended: " + "; ".join(fault.missing)
