@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def main() -> None:
         "(in process, httpx), so reads are whole-operation hits from the local tier or Redis; its "
         "hit rate counts operations.",
         "",
-        "Command: `.venv/bin/python -m bench.stale_reads`",
+        f"Command: `{' '.join(['.venv/bin/python -m bench.stale_reads', *sys.argv[1:]])}`",
         "",
         "| design | seconds | reads | stale reads | stale % | errors | ingests | hit rate | served without computing | DB queries / read | read p50 ms |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
