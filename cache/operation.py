@@ -143,6 +143,8 @@ class OperationCache:
             if stale is not None and self.replays.revalidate(key, self._runner(cache)):
                 # Past its max age, not invalidated: served while one replay recomputes it.
                 cache.stats.record(OPERATION, "STALE")
+                scope[STATUS] = "STALE"
+                scope[NAME] = self._names.get(key)
                 await respond(scope, send, stale, cache.clock(), "STALE", self._extra)
                 return
         flight = self.replays.flight(key)
