@@ -13,13 +13,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cache.backends.base import Backend
 from cache.backends.memory import MemoryBackend
 from cache.backends.redis import RedisBackend
-from cache.batch import TickBatcher
 from cache.breaker import CircuitBreaker
 from cache.codec import Decoder
 from cache.epoch import EpochStore
@@ -31,6 +30,7 @@ from cache.policy import CachePolicy, Scope
 from cache.pubsub import Subscriber
 from cache.refresh import Hot, Refresher
 from cache.revalidate import Revalidator
+from cache.shared import SharedCalls
 from cache.stats import CacheStats
 from cache.trust import Trust
 
@@ -50,14 +50,6 @@ class Lookup:
     # built on it (a whole-operation entry) is ever stored.
     tags: tuple[str, ...] = ()
     generations: tuple[bytes, ...] | None = None
-
-
-@dataclass
-class _Read:
-    backend: Backend | None  # None: neither the shared backend nor a fallback could be read
-    shared: bool  # read from the shared backend (not the fallback)
-    epoch: str | None  # the epoch once the read was done
-    values: list[bytes | None] = field(default_factory=list)
 
 
 class Cache:
@@ -119,11 +111,10 @@ class Cache:
         self.local_epoch = 0
         self._subscriber: Subscriber | None = None
         self._key_count = (0, -float("inf"))  # (count, when)
-        self._reads: TickBatcher[list[str], _Read] = TickBatcher(self._read)
-        self._writes: TickBatcher[tuple[str, bytes, int] | str, None] = TickBatcher(self._write)
-        self._leases: TickBatcher[tuple[str, bytes, int], bool] = TickBatcher(self._acquire)
-        self._settles: TickBatcher[tuple[Backend, str], bytes] = TickBatcher(self._settle)
-        self.flights = Flights(self.keys, lease_ms, clock, self._writes.submit, self._leases.submit)
+        self.shared = SharedCalls(self.trust)
+        self.flights = Flights(
+            self.keys, lease_ms, clock, self.shared.writes.submit, self.shared.leases.submit
+        )
         self.revalidator = Revalidator(self.flights)
         self.refresher = Refresher(
             self._refresh,
@@ -139,52 +130,6 @@ class Cache:
     async def epoch(self) -> str | None:
         """The epoch keys are built with now; None while it cannot be known."""
         return self.trust.current() or await self.trust.ready()
-
-    # -- batched backend calls --------------------------------------------------------------
-
-    async def _read(self, batches: Sequence[list[str]]) -> list[_Read]:
-        unique = list(dict.fromkeys(key for keys in batches for key in keys))
-        if self.trust.unrecorded or self.trust.unannounced:
-            await self.trust.retry()
-        backend = self.trust.reader()
-        values: list[bytes | None] | None = None
-        if backend is not None:
-            try:
-                values = await backend.get_many(unique)
-            except BackendError:
-                backend = None
-        shared = backend is not None
-        if backend is None or values is None:
-            # Degraded: the epoch from where the data is, then what this process knows.
-            await self.trust.refresh()
-            backend = self.fallback
-            values = [None] * len(unique)
-            if backend is not None:
-                values = await backend.get_many(unique)
-        epoch = await self.epoch()
-        found = dict(zip(unique, values, strict=True))
-        return [_Read(backend, shared, epoch, [found[key] for key in keys]) for keys in batches]
-
-    async def _write(self, items: Sequence[tuple[str, bytes, int] | str]) -> list[None]:
-        """Entries to store and (plain strings) leases to release, in one pipeline."""
-        entries = [item for item in items if not isinstance(item, str)]
-        releases = [item for item in items if isinstance(item, str)]
-        backend = self.trust.writer()
-        if backend is not None:
-            try:
-                await backend.set_many(entries, releases)
-                return [None] * len(items)
-            except BackendError:
-                pass
-        if self.fallback is not None:
-            await self.fallback.set_many(entries)
-        return [None] * len(items)
-
-    async def _acquire(self, items: Sequence[tuple[str, bytes, int]]) -> list[bool]:
-        backend = self.trust.writer()
-        if backend is None:
-            raise BackendError("the breaker is open")
-        return await backend.acquire_many(items)
 
     # -- the read path ----------------------------------------------------------------------
 
@@ -235,7 +180,7 @@ class Cache:
         # is not kept to be refreshed.
         hot = policy.refresh and not refreshing
         generation_keys = [self.keys.generation(tag) for tag in tags]
-        read = await self._reads.submit([key, *generation_keys])
+        read = await self.shared.reads.submit([key, *generation_keys])
         if read.epoch != epoch or read.backend is None:
             # The epoch changed while we read (what we read may predate it), or nothing
             # can be read: compute, and store nothing.
@@ -289,7 +234,9 @@ class Cache:
                     )
         logger.debug("cache miss %s", key)
         try:
-            settled = await self._settle_generations(read.backend, generation_keys, generations)
+            settled = await self.shared.settle_generations(
+                read.backend, generation_keys, generations
+            )
         except BackendError:
             if refreshing:
                 return None, Lookup("BYPASS", key, None)
@@ -312,31 +259,6 @@ class Cache:
             return None, Lookup("BYPASS", None, None)
         self.stats.record(coordinate, "BYPASS")
         return await compute(), Lookup("BYPASS", None, None)
-
-    async def _settle_generations(
-        self, backend: Backend, keys: list[str], generations: list[bytes | None]
-    ) -> tuple[bytes, ...]:
-        """Every tag's generation, giving a fresh random one to tags that have none (evicted,
-        or never bumped). Read before computing, so they predate the value."""
-        missing = [i for i, g in enumerate(generations) if g is None]
-        if not missing:
-            return tuple(g for g in generations if g is not None)
-        held = await asyncio.gather(*(self._settles.submit((backend, keys[i])) for i in missing))
-        settled = list(generations)
-        for i, generation in zip(missing, held, strict=True):
-            settled[i] = generation
-        return tuple(g for g in settled if g is not None)
-
-    async def _settle(self, items: Sequence[tuple[Backend, str]]) -> list[bytes]:
-        """One SET NX GET pipeline per backend for every tag settled in this tick."""
-        found: dict[tuple[Backend, str], bytes] = {}
-        for backend in dict.fromkeys(b for b, _ in items):
-            keys = list(dict.fromkeys(k for b, k in items if b is backend))
-            held = await backend.set_if_absent_get(
-                [(k, new_generation(), GENERATION_TTL_MS) for k in keys]
-            )
-            found.update({(backend, k): v for k, v in zip(keys, held, strict=True)})
-        return [found[item] for item in items]
 
     # -- the write path ---------------------------------------------------------------------
 
