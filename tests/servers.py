@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+from redis import asyncio as aioredis
 
 from tests.redis_server import free_port
 
@@ -120,3 +123,26 @@ async def vajra(env: dict[str, str], *args: str, seconds: float = 30) -> tuple[i
         raise
     assert process.returncode is not None
     return process.returncode, output.decode(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def sqlite_server(
+    name: str, folder: Path, redis: aioredis.Redis, redis_url: str, **env: str
+) -> AsyncIterator[Server]:
+    """A `vajra serve` on a new SQLite file in `folder`, caching in a namespace of its own on
+    the shared Redis at `redis_url` (`redis` reaches it), whose keys are removed afterwards."""
+    namespace = f"{name}-{secrets.token_hex(4)}"
+    database = f"sqlite+aiosqlite:///{folder / (name + '.db')}"
+    server = Server(
+        name,
+        base_env(DATABASE_URL=database, REDIS_URL=redis_url, CACHE_NAMESPACE=namespace, **env),
+        folder,
+    )
+    server.start()
+    try:
+        await server.wait_healthy()
+        yield server
+    finally:
+        server.stop()
+        async for key in redis.scan_iter(match=f"{namespace}:*", count=1000):
+            await redis.unlink(key)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,29 +13,17 @@ from redis import asyncio as aioredis
 
 from tests.conftest import CRAWLER, REDIS_URL
 from tests.redis_server import free_port
-from tests.servers import Server, base_env, vajra
+from tests.servers import Server, base_env, sqlite_server, vajra
 
 DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
 async def server(tmp_path: Path, redis_client: aioredis.Redis) -> AsyncIterator[Server]:
-    namespace = "crawl-" + secrets.token_hex(4)
-    env = base_env(
-        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'crawl.db'}",
-        VAJRA_CRAWLER_TOKEN=CRAWLER,
-        REDIS_URL=REDIS_URL,
-        CACHE_NAMESPACE=namespace,
-    )
-    api = Server("crawl", env, tmp_path)
-    api.start()
-    try:
-        await api.wait_healthy()
+    async with sqlite_server(
+        "crawl", tmp_path, redis_client, REDIS_URL, VAJRA_CRAWLER_TOKEN=CRAWLER
+    ) as api:
         yield api
-    finally:
-        api.stop()
-        async for key in redis_client.scan_iter(match=f"{namespace}:*", count=1000):
-            await redis_client.unlink(key)
 
 
 async def crawl(server: Server | None, name: str, fmt: str, *extra: str) -> tuple[int, str]:

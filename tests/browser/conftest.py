@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from redis import asyncio as aioredis
 
 from tests.browser import CHROMIUM, CHROMIUM_FOUND
 from tests.conftest import CRAWLER, REDIS_URL, _unavailable
-from tests.servers import Server, base_env
+from tests.servers import Server, sqlite_server
 
 
 @pytest.fixture
@@ -29,28 +28,9 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
+async def server(tmp_path: Path, redis_client: aioredis.Redis) -> AsyncIterator[Server]:
     """A `vajra serve` on an empty SQLite file, caching in a namespace of its own."""
-    namespace = "ui-" + secrets.token_hex(4)
-    redis = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await redis.ping()
-    except Exception as exc:
-        await redis.aclose()
-        _unavailable(f"Redis is unreachable at {REDIS_URL}", exc)
-    env = base_env(
-        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'ui.db'}",
-        REDIS_URL=REDIS_URL,
-        CACHE_NAMESPACE=namespace,
-        VAJRA_CRAWLER_TOKEN=CRAWLER,
-    )
-    running = Server("ui", env, tmp_path)
-    running.start()
-    try:
-        await running.wait_healthy()
-        yield running
-    finally:
-        running.stop()
-        async for key in redis.scan_iter(match=f"{namespace}:*", count=1000):
-            await redis.unlink(key)
-        await redis.aclose()
+    async with sqlite_server(
+        "ui", tmp_path, redis_client, REDIS_URL, VAJRA_CRAWLER_TOKEN=CRAWLER
+    ) as s:
+        yield s
