@@ -16,12 +16,11 @@ from redis import asyncio as aioredis
 from cache import Cache, CachePolicy, PolicyError, RedisBackend, Scope
 from cache.operation import OperationCache
 from graph.app import create_app
-from graph.context import Context, Tokens
-from graph.schema import schema
 from graph.settings import Settings
 from resolvers.store import Database
-from tests.conftest import ADMIN, CRAWLER, NOW, REDIS_URL, add, real_redis_cache, threat_input
+from tests.conftest import CRAWLER, REDIS_URL, add, real_redis_cache, threat_input
 from tests.test_cache_layer import Origin, identity
+from tests.test_cache_schema import run
 from tests.test_ingest import INGEST, crawled
 
 pytestmark = pytest.mark.redis
@@ -210,27 +209,13 @@ DASHBOARD = """{
 }"""
 
 
-async def run(db: Database, cache: Cache, query: str, variables: Any = None) -> Any:
-    context = Context(
-        db=db,
-        tokens=Tokens(crawler=CRAWLER, admin=ADMIN),
-        authorization=f"Bearer {CRAWLER}" if variables else None,
-        clock=lambda: NOW,
-        cache=cache,
-        cache_debug=True,
-    )
-    result = await schema.execute(query, variable_values=variables, context_value=context)
-    assert not result.errors, result.errors
-    return result
-
-
 async def test_after_an_ingest_the_dashboard_is_fresh_and_costs_no_query(
     sqlite_db: Database, cache: Cache
 ) -> None:
     await add(sqlite_db, *(threat_input(n) for n in range(1, 4)))
     before = await run(sqlite_db, cache, DASHBOARD)
     assert before.data["stats"]["totalThreats"] == 3
-    await run(sqlite_db, cache, INGEST, {"threats": [crawled(9)]})
+    await run(sqlite_db, cache, INGEST, {"threats": [crawled(9)]}, token=CRAWLER)
     await cache.refresher.idle()
     queries = sqlite_db.queries
     after = await run(sqlite_db, cache, DASHBOARD)
