@@ -14,6 +14,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from cache import Cache, RedisBackend
+from cache.operation import KEYED_BYTES, OperationCache
 from graph.app import create_app
 from graph.settings import Settings
 from resolvers.store import Database
@@ -348,3 +349,26 @@ async def test_a_browser_opening_a_cached_get_gets_graphiql(http: httpx.AsyncCli
     )
     assert browser.headers["content-type"].startswith("text/html")
     assert "graphiql" in browser.text.lower()
+
+
+async def test_a_body_too_large_to_be_a_cached_query_goes_to_the_app_unkeyed(
+    http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keyed: list[int] = []
+    original = OperationCache._key
+
+    def counted(self: OperationCache, scope: Any, body: bytes) -> str | None:
+        keyed.append(len(body))
+        return original(self, scope, body)
+
+    monkeypatch.setattr(OperationCache, "_key", counted)
+    padding = {"unused": "x" * KEYED_BYTES}
+    text = "query Totals { stats { totalThreats } }"
+    for _ in range(2):
+        big = await http.post("/graphql", json={"query": text, "variables": padding})
+        assert big.json() == {"data": {"stats": {"totalThreats": 3}}}
+        assert "x-cache" not in big.headers
+    assert keyed == []
+    small = await http.post("/graphql", json={"query": text})
+    assert small.json() == big.json()
+    assert len(keyed) == 1
