@@ -73,6 +73,15 @@ def free_port() -> int:
 def server(env: dict[str, str], *, workers: int = 1, factory: str | None = None) -> Iterator[int]:
     """`vajra serve` (or uvicorn on another app `factory`) in a child process; yields its
     port once /health answers."""
+    with served(env, workers=workers, factory=factory) as (port, _):
+        yield port
+
+
+@contextlib.contextmanager
+def served(
+    env: dict[str, str], *, workers: int = 1, factory: str | None = None
+) -> Iterator[tuple[int, int]]:
+    """As `server`, yielding the port and the child's pid (the server itself with one worker)."""
     port = free_port()
     full_env = {**os.environ, "LOG_LEVEL": "WARNING", "VAJRA_DEMO_THREATS": "0", **env}
     args = [VAJRA, "serve", "--port", str(port), "--workers", str(workers), "--no-demo"]
@@ -92,7 +101,7 @@ def server(env: dict[str, str], *, workers: int = 1, factory: str | None = None)
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the server did not start") from None
                 time.sleep(0.1)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
         try:

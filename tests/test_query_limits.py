@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import re
 import tracemalloc
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +15,7 @@ import httpx
 import pytest
 from graphql import get_introspection_query
 
+from bench.attacks import dashboards, directives, pages, searches, typenames, unterminated
 from bench.harness import DASHBOARD
 from cache import Cache
 from graph.app import create_app
@@ -42,38 +42,8 @@ FULL_THREAT = (
 )
 
 
-def pages(n: int) -> str:
-    return (
-        "{"
-        + " ".join(f"a{i}: threats(limit: 100) {{ items {{ id title }} }}" for i in range(n))
-        + "}"
-    )
-
-
-def searches(n: int) -> str:
-    return (
-        "{"
-        + " ".join(f'a{i}: threats(filter: {{search: "flaw {i}"}}) {{ total }}' for i in range(n))
-        + "}"
-    )
-
-
-def dashboards(n: int) -> str:
-    body = DASHBOARD[DASHBOARD.index("{") + 1 : DASHBOARD.rindex("}")]
-    copies = (re.sub(r"^  (\w+)", rf"  d{i}_\1: \1", body, flags=re.MULTILINE) for i in range(n))
-    return "query Dashboards {" + "".join(copies) + "}"
-
-
-def directives(n: int) -> str:
-    return "{ stats " + "@include(if: true) " * n + "{ totalThreats } }"
-
-
-def typenames(n: int) -> str:
-    return "{ " + "__typename " * n + "}"
-
-
 # The issue's was 11 MB; 9 MB stays under a 10 MiB body cap, so that the document cap answers.
-UNTERMINATED = '{ threats(filter: {search: "' + "x" * 9_000_000
+UNTERMINATED = unterminated(9_000_000)
 
 
 @pytest.fixture
