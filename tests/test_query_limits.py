@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from graphql import get_introspection_query
+from graphql.language.lexer import Lexer
 
 from bench.attacks import dashboards, directives, pages, searches, typenames, unterminated
 from bench.harness import DASHBOARD
@@ -116,6 +117,58 @@ async def test_the_measured_attacks_are_refused_unrun(
     assert extensions["code"] == code
     assert calls == {}
     assert sqlite_db.queries == before
+
+
+@contextlib.contextmanager
+def reading(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """How many tokens the parser read and how many documents were validated."""
+    import strawberry.schema.schema as strawberry_schema
+
+    seen = {"tokens": 0, "validated": 0}
+    advance, validate = Lexer.advance, strawberry_schema.validate
+
+    def counted_advance(self: Lexer) -> Any:
+        seen["tokens"] += 1
+        return advance(self)
+
+    def counted_validate(*args: Any, **kwargs: Any) -> Any:
+        seen["validated"] += 1
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(Lexer, "advance", counted_advance)
+    monkeypatch.setattr(strawberry_schema, "validate", counted_validate)
+    yield seen
+
+
+@pytest.mark.parametrize(
+    ("query", "lifted"),
+    [
+        pytest.param(pages(10_000), False, id="10,000 aliases of a page"),
+        pytest.param(dashboards(1_000), False, id="1,000 dashboards"),
+        pytest.param(directives(10_000), False, id="10,000 directives"),
+        pytest.param(typenames(50_000), False, id="50,000 __typename"),
+        pytest.param(UNTERMINATED, False, id="an unterminated 9 MB query"),
+        pytest.param(directives(10_000), True, id="10,000 directives, no size limit"),
+        pytest.param(typenames(50_000), True, id="50,000 __typename, no size limit"),
+        pytest.param(pages(10_000), True, id="10,000 aliases, no size limit"),
+    ],
+)
+async def test_the_measured_attacks_are_refused_before_parsing_or_at_the_token_limit(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch, query: str, lifted: bool
+) -> None:
+    # What froze the loop was parsing and validating the whole document: a document over
+    # the size limit is not parsed at all, one under it is read up to the token limit.
+    size = {"GRAPHQL_MAX_DOCUMENT_BYTES": LIFTED["GRAPHQL_MAX_DOCUMENT_BYTES"]} if lifted else {}
+    async with client_with(sqlite_db, **size) as client:
+        with reading(monkeypatch) as seen:
+            extensions = refusal(await post(client, query))
+    if lifted:
+        assert extensions["limit"] == "tokens"
+        assert 0 < seen["tokens"] <= Settings().graphql_max_tokens + 1
+    else:
+        assert extensions["limit"] == "size"
+        assert seen["tokens"] == 0
+    assert seen["validated"] == 0
 
 
 @pytest.mark.parametrize(
