@@ -28,7 +28,7 @@ from graph.context import Context, Role, Tokens
 from graph.errors import ApiError, http_error, status_error
 from graph.http import SecurityHeaders, graphql_endpoint, json_response, response_variant
 from graph.metrics import CONTENT_TYPE, CacheMetrics, Observe, gone
-from graph.pages import add_pages
+from graph.pages import DASHBOARD_OPERATION, add_pages
 from graph.persisted import PersistedQueries, load_safelist
 from graph.schema import build_schema, schema
 from graph.settings import Settings, get_settings
@@ -304,6 +304,8 @@ def create_app(
         routes=[getattr(route, "path", "") for route in app.routes],
         log=settings.access_log,
         max_operations=settings.metrics_max_operations,
+        # The dashboard's own operation (graph/static/api.js) is labelled whoever came first.
+        reserved_operations=[DASHBOARD_OPERATION],
         multiprocess_dir=multiprocess_dir,
         cache_metrics=cache_metrics,
     )

@@ -99,12 +99,14 @@ QUERIES = Counter("vajra_database_queries", "SQL statements run (transaction con
 
 
 class Bounded:
-    """The first `limit` distinct values are their own label, any later one is `other`."""
+    """The first `limit` distinct values are their own label, any later one is `other`;
+    `reserved` values always are, so that nobody can push them out by coming first."""
 
-    def __init__(self, limit: int, other: str = OTHER) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, other: str = OTHER, reserved: Iterable[str] = ()) -> None:
         self.other = other
-        self.known: dict[str, str] = {}  # read directly on hot paths: a call costs more
+        # read directly on hot paths: a call costs more
+        self.known: dict[str, str] = {value: value[:100] for value in reserved}
+        self.limit = limit + len(self.known)
 
     def __call__(self, value: str) -> str:
         label = self.known.get(value)
@@ -183,6 +185,7 @@ class Observe:
         graphql_path: str = "/graphql",
         log: bool = False,
         max_operations: int = MAX_OPERATIONS,
+        reserved_operations: Iterable[str] = (),
         multiprocess_dir: str | None = None,
         cache_metrics: CacheMetrics | None = None,
     ) -> None:
@@ -192,7 +195,7 @@ class Observe:
         self.graphql_path = graphql_path
         self.log = log
         self.multiprocess_dir = multiprocess_dir
-        self._operations = Bounded(max_operations)
+        self._operations = Bounded(max_operations, reserved=reserved_operations)
         self._known = self._operations.known
         self.cache_metrics = cache_metrics
         # Tallied per request, written to prometheus-client by `flush` (every FLUSH_EVERY

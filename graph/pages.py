@@ -16,6 +16,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 STATIC = Path(__file__).with_name("static")
+# The one operation the dashboard sends (static/api.js).
+DASHBOARD_OPERATION = "Dashboard"
 IDE = Path(__file__).with_name("ide")
 VENDOR = Path(__file__).with_name("vendor")
 

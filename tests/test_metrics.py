@@ -16,6 +16,7 @@ from cache import Cache, RedisBackend
 from graph.app import create_app
 from graph.cli import _metrics_dir
 from graph.metrics import Bounded, family, safe
+from graph.pages import DASHBOARD_OPERATION, STATIC
 from graph.settings import Settings
 from resolvers.store import Database
 from tests.conftest import ADMIN, CRAWLER, add, threat_input
@@ -164,6 +165,26 @@ async def test_operation_names_past_the_limit_are_other(sqlite_db: Database, cac
     assert moved(before, after, requests, path="/graphql", operation="(other)", status="200") == 2
 
 
+async def test_the_dashboards_operation_is_labelled_whoever_came_first(
+    sqlite_db: Database, cache: Cache
+) -> None:
+    app = app_for(sqlite_db, cache, METRICS_MAX_OPERATIONS=2)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        before = await scrape(http)
+        for name in ("Fill1", "Fill2", "Fill3", DASHBOARD_OPERATION):
+            await http.post(
+                "/graphql", json={"query": f"query {name} {{ stats {{ totalThreats }} }}"}
+            )
+        after = await scrape(http)
+    requests = "vajra_http_requests_total"
+    labelled = moved(
+        before, after, requests, path="/graphql", operation=DASHBOARD_OPERATION, status="200"
+    )
+    assert labelled == 1
+    assert f'operationName: "{DASHBOARD_OPERATION}"' in (STATIC / "api.js").read_text()
+
+
 async def test_redis_errors_and_the_open_breaker_are_counted(
     http: httpx.AsyncClient, redis_server: RedisServer
 ) -> None:
@@ -228,6 +249,8 @@ def test_untrusted_text_is_escaped_and_bounded() -> None:
 def test_labels_are_bounded() -> None:
     bounded = Bounded(2)
     assert [bounded(v) for v in ("a", "b", "c", "a", "d")] == ["a", "b", "(other)", "a", "(other)"]
+    reserving = Bounded(2, reserved=["r"])
+    assert [reserving(v) for v in ("a", "b", "c", "r")] == ["a", "b", "(other)", "r"]
     assert family("threat:source=nvd") == "threat:source"
     assert family("threat:any") == "threat:any"
 
