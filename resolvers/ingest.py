@@ -22,6 +22,9 @@ MAX_DESCRIPTION = 20_000
 MAX_TAGS = 50
 MAX_INDICATORS = 200
 MAX_FUTURE = dt.timedelta(days=1)
+# No threat feed holds a publication before the Unix epoch: the NVD's oldest CVEs say 1988,
+# KEV starts in 2021, STIX in 2013. Earlier is a placeholder (0001-01-01) or a bug.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SOURCE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _LIMITS = {"external_id": 256, "title": 500, "category": 64, "url": 2048}
 
@@ -48,7 +51,11 @@ def _problems(item: ThreatInput, now: dt.datetime) -> list[tuple[str, str]]:
         not i.value.strip() or len(i.value) > 2048 for i in item.indicators
     ):
         found.append(("indicators", f"at most {MAX_INDICATORS} indicators of 1-2048 characters"))
-    if item.published_at > now + MAX_FUTURE:
+    if item.published_at.tzinfo is None:
+        found.append(("published_at", "must have a time zone"))
+    elif item.published_at < EARLIEST:
+        found.append(("published_at", "must not be before 1970-01-01T00:00:00Z"))
+    elif item.published_at > now + MAX_FUTURE:
         found.append(("published_at", "must not be more than a day in the future"))
     return found
 
