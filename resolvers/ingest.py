@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -29,16 +30,34 @@ _SOURCE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _LIMITS = {"external_id": 256, "title": 500, "category": 64, "url": 2048}
 
 
+def external_id(value: str) -> str:
+    """The id as it is stored and matched: NFC, so canonically equal text is one key."""
+    return unicodedata.normalize("NFC", value)
+
+
+def _id_problem(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty"
+    if value != value.strip():
+        return "must not start or end with whitespace"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") for c in value):
+        return "must not contain control, format or private-use characters"
+    return None
+
+
 def _problems(item: ThreatInput, now: dt.datetime) -> list[tuple[str, str]]:
     """(field, message) for everything wrong with one threat."""
     found: list[tuple[str, str]] = []
     if not _SOURCE.fullmatch(item.source):
         found.append(("source", "must be 1-64 lowercase letters, digits, '.', '_' or '-'"))
-    for name in ("external_id", "title", "category"):
+    id_problem = _id_problem(item.external_id)
+    if id_problem:
+        found.append(("external_id", id_problem))
+    for name in ("title", "category"):
         if not getattr(item, name).strip():
             found.append((name, "must not be empty"))
     for name, limit in _LIMITS.items():
-        value = getattr(item, name)
+        value = external_id(item.external_id) if name == "external_id" else getattr(item, name)
         if value is not None and len(value) > limit:
             found.append((name, f"must be at most {limit} characters"))
     if item.description is not None and len(item.description) > MAX_DESCRIPTION:
@@ -71,7 +90,7 @@ def validate_batch(batch: Sequence[ThreatInput], now: dt.datetime) -> None:
     for index, item in enumerate(batch):
         for name, message in _problems(item, now):
             problems.append({"path": f"threats[{index}].{_camel(name)}", "message": message})
-        first = seen.setdefault((item.source, item.external_id), index)
+        first = seen.setdefault((item.source, external_id(item.external_id)), index)
         if first != index:
             problems.append(
                 {
@@ -96,7 +115,7 @@ def _camel(name: str) -> str:
 def _values(item: ThreatInput) -> dict[str, Any]:
     return {
         "source": item.source,
-        "external_id": item.external_id,
+        "external_id": external_id(item.external_id),
         "title": item.title,
         "description": item.description,
         "severity": item.severity.rank,

@@ -198,6 +198,16 @@ def test_a_stix_time_that_leaves_the_calendar_in_utc_is_rejected_not_a_crash() -
     ]
 
 
+def test_ids_that_differ_only_in_unicode_composition_are_one_id_to_the_crawler() -> None:
+    composed = Threat("nvd", "caf\u00e9", "t", "HIGH", "vulnerability", NOW)
+    decomposed = Threat("nvd", "cafe\u0301", "t", "HIGH", "vulnerability", NOW)
+    kept, rejected = screen([composed, decomposed], NOW)
+    assert kept == [composed]
+    assert [r.reason for r in rejected] == [
+        "the feed has this id more than once; the first one was sent"
+    ]
+
+
 def test_the_source_can_be_named() -> None:
     threats, _ = prepare(feed("stix"), "stix", source="acme-intel", now=NOW)
     assert {t.source for t in threats} == {"acme-intel"}
