@@ -11,7 +11,7 @@ from typing import Any
 from crawler.threat import Rejection, Threat
 from resolvers import records
 from resolvers.errors import InvalidInput
-from resolvers.ingest import validate_batch
+from resolvers.ingest import external_id, validate_batch
 
 
 def _record(threat: Threat) -> records.ThreatInput:
@@ -71,7 +71,7 @@ def screen(threats: list[Threat], now: dt.datetime) -> tuple[list[Threat], list[
     rejected: list[Rejection] = []
     seen: set[tuple[str, str]] = set()
     for threat in threats:
-        key = (threat.source, threat.external_id)
+        key = (threat.source, external_id(threat.external_id))
         reason = problem(threat, now)
         if reason is None and key in seen:
             reason = "the feed has this id more than once; the first one was sent"

@@ -36,7 +36,8 @@ class Threat:
             "tags": self.tags,
             "indicators": [{"kind": k, "value": v} for k, v in self.indicators],
             "url": self.url,
-            "publishedAt": self.published_at.isoformat(),
+            # RFC 3339 with an offset, as the server requires; UTC, so never a seconds offset.
+            "publishedAt": self.published_at.astimezone(dt.UTC).isoformat(),
         }
 
 
@@ -74,7 +75,8 @@ def text(entry: dict[str, Any], key: str, *, required: bool = False) -> str | No
 
 
 def timestamp(value: str | None, key: str) -> dt.datetime:
-    """An ISO-8601 date or date-time; one without an offset is UTC (NVD and KEV write none)."""
+    """An ISO-8601 date or date-time, in UTC; one without an offset is UTC (NVD and KEV write
+    none): the server requires an explicit offset, so the crawler states the feed's meaning."""
     if value is None:
         raise BadRecord(f"'{key}' is missing")
     try:
@@ -83,7 +85,10 @@ def timestamp(value: str | None, key: str) -> dt.datetime:
         raise BadRecord(f"'{key}' is not an ISO-8601 date: {value!r}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise BadRecord(f"'{key}' is out of range: {value!r}") from None
 
 
 def tags(values: list[str]) -> list[str]:

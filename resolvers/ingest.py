@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -22,8 +23,26 @@ MAX_DESCRIPTION = 20_000
 MAX_TAGS = 50
 MAX_INDICATORS = 200
 MAX_FUTURE = dt.timedelta(days=1)
+# No threat feed holds a publication before the Unix epoch: the NVD's oldest CVEs say 1988,
+# KEV starts in 2021, STIX in 2013. Earlier is a placeholder (0001-01-01) or a bug.
+EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _SOURCE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _LIMITS = {"external_id": 256, "title": 500, "category": 64, "url": 2048}
+
+
+def external_id(value: str) -> str:
+    """The id as it is stored and matched: NFC, so canonically equal text is one key."""
+    return unicodedata.normalize("NFC", value)
+
+
+def _id_problem(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty"
+    if value != value.strip():
+        return "must not start or end with whitespace"
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") for c in value):
+        return "must not contain control, format or private-use characters"
+    return None
 
 
 def _problems(item: ThreatInput, now: dt.datetime) -> list[tuple[str, str]]:
@@ -31,11 +50,14 @@ def _problems(item: ThreatInput, now: dt.datetime) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if not _SOURCE.fullmatch(item.source):
         found.append(("source", "must be 1-64 lowercase letters, digits, '.', '_' or '-'"))
-    for name in ("external_id", "title", "category"):
+    id_problem = _id_problem(item.external_id)
+    if id_problem:
+        found.append(("external_id", id_problem))
+    for name in ("title", "category"):
         if not getattr(item, name).strip():
             found.append((name, "must not be empty"))
     for name, limit in _LIMITS.items():
-        value = getattr(item, name)
+        value = external_id(item.external_id) if name == "external_id" else getattr(item, name)
         if value is not None and len(value) > limit:
             found.append((name, f"must be at most {limit} characters"))
     if item.description is not None and len(item.description) > MAX_DESCRIPTION:
@@ -48,7 +70,11 @@ def _problems(item: ThreatInput, now: dt.datetime) -> list[tuple[str, str]]:
         not i.value.strip() or len(i.value) > 2048 for i in item.indicators
     ):
         found.append(("indicators", f"at most {MAX_INDICATORS} indicators of 1-2048 characters"))
-    if item.published_at > now + MAX_FUTURE:
+    if item.published_at.tzinfo is None:
+        found.append(("published_at", "must have a time zone"))
+    elif item.published_at < EARLIEST:
+        found.append(("published_at", "must not be before 1970-01-01T00:00:00Z"))
+    elif item.published_at > now + MAX_FUTURE:
         found.append(("published_at", "must not be more than a day in the future"))
     return found
 
@@ -64,7 +90,7 @@ def validate_batch(batch: Sequence[ThreatInput], now: dt.datetime) -> None:
     for index, item in enumerate(batch):
         for name, message in _problems(item, now):
             problems.append({"path": f"threats[{index}].{_camel(name)}", "message": message})
-        first = seen.setdefault((item.source, item.external_id), index)
+        first = seen.setdefault((item.source, external_id(item.external_id)), index)
         if first != index:
             problems.append(
                 {
@@ -89,7 +115,7 @@ def _camel(name: str) -> str:
 def _values(item: ThreatInput) -> dict[str, Any]:
     return {
         "source": item.source,
-        "external_id": item.external_id,
+        "external_id": external_id(item.external_id),
         "title": item.title,
         "description": item.description,
         "severity": item.severity.rank,

@@ -75,6 +75,21 @@ async def test_a_malformed_datetime_is_bad_user_input(
     assert await sqlite_db.count() == 0
 
 
+@pytest.mark.parametrize("since", ["2026-03-14T10:00:00", "2026-03-14", "2026-W11-6T10:00:00Z"])
+async def test_a_since_without_a_time_zone_is_bad_user_input(
+    client: httpx.AsyncClient, since: str
+) -> None:
+    """The same rule as publishedAt: a time without an offset means no one instant."""
+    query = "query($f: ThreatFilter) { threats(filter: $f) { total } }"
+    variable = (await post(client, query, {"f": {"since": since}})).json()
+    assert codes(variable) == ["BAD_USER_INPUT"]
+    assert "time zone" in variable["errors"][0]["message"]
+    literal = (
+        await post(client, f'{{ threats(filter: {{since: "{since}"}}) {{ total }} }}')
+    ).json()
+    assert codes(literal) == ["BAD_USER_INPUT"]
+
+
 async def test_an_empty_title_is_bad_user_input_and_writes_nothing(
     client: httpx.AsyncClient, sqlite_db: Database
 ) -> None:

@@ -13,6 +13,7 @@ from crawler import FeedError, Summary, prepare
 from crawler.checks import screen
 from crawler.command import report
 from crawler.threat import Rejection, Threat
+from graph.scalars import parse_datetime
 
 DATA = Path(__file__).parent / "data"
 NOW = dt.datetime(2026, 3, 14, 15, 0, tzinfo=dt.UTC)
@@ -162,6 +163,48 @@ def test_a_repeated_id_a_nul_and_a_future_date_are_caught_before_sending() -> No
         ("CVE-2", "a text field contains a NUL character"),
         ("CVE-3", "publishedAt must not be more than a day in the future"),
         ("CVE-4", "url must be an http(s) URL"),
+    ]
+
+
+def test_every_feed_sends_publication_times_the_server_takes_as_the_same_instant() -> None:
+    """NVD writes no offset and KEV a bare date: both mean UTC, and the crawler says so."""
+    for name in ("kev", "nvd", "stix"):
+        threats, _ = prepare(feed(name), name, now=NOW)
+        assert threats
+        for threat in threats:
+            sent = threat.to_input()["publishedAt"]
+            assert parse_datetime(sent) == threat.published_at, sent
+    nvd, _ = prepare(feed("nvd"), "nvd", now=NOW)
+    assert all(t.to_input()["publishedAt"].endswith("+00:00") for t in nvd)
+
+
+@pytest.mark.parametrize("added", ["0001-01-01", "1969-12-31"])
+def test_a_feed_date_before_1970_is_rejected_before_sending(added: str) -> None:
+    entry = {"cveID": "CVE-1", "vulnerabilityName": "v", "dateAdded": added}
+    threats, summary = prepare({"vulnerabilities": [entry]}, "kev", now=NOW)
+    assert threats == []
+    assert [(r.record, r.reason) for r in summary.rejected] == [
+        ("CVE-1", "publishedAt must not be before 1970-01-01T00:00:00Z")
+    ]
+
+
+def test_a_stix_time_that_leaves_the_calendar_in_utc_is_rejected_not_a_crash() -> None:
+    bundle = feed("stix")
+    first = next(o for o in bundle["objects"] if o.get("type") == "indicator")
+    first["created"] = "0001-01-01T00:00:00+01:00"
+    _, summary = prepare(bundle, "stix", now=NOW)
+    assert (first["id"], "'created' is out of range: '0001-01-01T00:00:00+01:00'") in [
+        (r.record, r.reason) for r in summary.rejected
+    ]
+
+
+def test_ids_that_differ_only_in_unicode_composition_are_one_id_to_the_crawler() -> None:
+    composed = Threat("nvd", "caf\u00e9", "t", "HIGH", "vulnerability", NOW)
+    decomposed = Threat("nvd", "cafe\u0301", "t", "HIGH", "vulnerability", NOW)
+    kept, rejected = screen([composed, decomposed], NOW)
+    assert kept == [composed]
+    assert [r.reason for r in rejected] == [
+        "the feed has this id more than once; the first one was sent"
     ]
 
 
