@@ -21,6 +21,19 @@ def etag_of(body: bytes) -> bytes:
     return b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
 
 
+def matches(condition: bytes, tag: bytes) -> bool:
+    """Whether If-None-Match `condition` matches the current answer's `tag` (RFC 9110 13.1.2:
+    `*` matches any answer, and a list by weak comparison)."""
+    if condition.strip() == b"*":
+        return True
+    return any(_opaque(part) == _opaque(tag) for part in condition.split(b","))
+
+
+def _opaque(tag: bytes) -> bytes:
+    tag = tag.strip()
+    return tag[2:] if tag.startswith(b"W/") else tag
+
+
 def raw_accept(scope: MutableMapping[str, Any]) -> str | None:
     return (header(scope, b"accept") or b"").decode("latin-1")
 
@@ -75,8 +88,8 @@ async def respond(
         (b"x-cache", status_text.encode()),
         *extra,
     ]
-    match = header(scope, b"if-none-match")
-    if match is not None and tag in [m.strip() for m in match.split(b",")] + [b"*"]:
+    condition = header(scope, b"if-none-match")
+    if condition is not None and matches(condition, tag):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return

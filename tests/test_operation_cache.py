@@ -83,6 +83,27 @@ async def test_a_matching_if_none_match_gets_304(http: httpx.AsyncClient) -> Non
     assert other.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "condition", ["*", '"something-else", {etag}', "W/{etag}", '"a",W/"b" , {etag}']
+)
+async def test_if_none_match_star_a_list_or_a_weak_tag_matches_the_current_answer(
+    http: httpx.AsyncClient, condition: str
+) -> None:
+    etag = (await query(http)).headers["etag"]
+    again = await query(http, **{"If-None-Match": condition.format(etag=etag)})
+    assert again.status_code == 304
+    assert again.headers["etag"] == etag
+
+
+async def test_if_none_match_with_only_other_tags_gets_the_answer(
+    http: httpx.AsyncClient,
+) -> None:
+    etag = (await query(http)).headers["etag"]
+    other = await query(http, **{"If-None-Match": f'"x", W/"y", {etag[:-2]}"'})
+    assert other.status_code == 200
+    assert other.headers["etag"] == etag
+
+
 async def test_mutations_errors_and_uncached_fields_are_no_store(http: httpx.AsyncClient) -> None:
     mutation = await http.post(
         "/graphql",
