@@ -287,7 +287,7 @@ class OperationCache:
         value = stored["b"].encode()
         entry = LocalEntry(
             value=value,
-            etag=etag_of(value),
+            etag=etag_of(value, stored["m"]),
             tags=tags,
             created=stored["t"],
             expires=stored["t"] + stored["a"],
@@ -379,7 +379,7 @@ class OperationCache:
             now,
             now + int(record.ttl),
             (media.decode(), directives(record.private, record.window)),
-            etag_of(body),
+            etag_of(body, media.decode()),
             window=record.window,
         )
         scope[STATUS] = "MISS"

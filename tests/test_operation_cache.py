@@ -104,6 +104,35 @@ async def test_if_none_match_with_only_other_tags_gets_the_answer(
     assert other.headers["etag"] == etag
 
 
+async def test_a_cacheable_answer_varies_with_accept_and_each_media_type_has_its_own_etag(
+    http: httpx.AsyncClient,
+) -> None:
+    etags = {}
+    for accept in ("application/json", "application/graphql-response+json"):
+        for expected in ("MISS", "HIT"):
+            answer = await http.get(
+                "/graphql", params={"query": DASHBOARD}, headers={"accept": accept}
+            )
+            assert answer.headers["x-cache"] == expected
+            assert answer.headers["content-type"] == accept
+            vary = [v.strip().lower() for v in answer.headers.get("vary", "").split(",")]
+            assert "accept" in vary, (accept, expected, answer.headers)
+            etags.setdefault(accept, answer.headers["etag"])
+            assert answer.headers["etag"] == etags[accept]
+    assert etags["application/json"] != etags["application/graphql-response+json"]
+    # A cache holding the JSON answer asks with its tag; the other media type is not it.
+    other = await http.get(
+        "/graphql",
+        params={"query": DASHBOARD},
+        headers={
+            "accept": "application/graphql-response+json",
+            "if-none-match": etags["application/json"],
+        },
+    )
+    assert other.status_code == 200
+    assert other.headers["content-type"] == "application/graphql-response+json"
+
+
 async def test_mutations_errors_and_uncached_fields_are_no_store(http: httpx.AsyncClient) -> None:
     mutation = await http.post(
         "/graphql",
