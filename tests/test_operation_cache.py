@@ -14,7 +14,8 @@ import pytest
 from redis import asyncio as aioredis
 
 from cache import Cache, RedisBackend
-from cache.operation import KEYED_BYTES, OperationCache
+from cache.keying import KEYED_BYTES
+from cache.operation import OperationCache
 from graph.app import create_app
 from graph.settings import Settings
 from resolvers.store import Database
