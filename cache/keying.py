@@ -24,7 +24,8 @@ from cache.http import header
 # variables, while a crawler's batch (a mutation) or a document over the size limit would
 # be parsed, sorted and hashed here only to be passed on (a 9 MB body: 20 ms).
 KEYED_BYTES = 64 * 1024
-# Only requests this small are remembered: 10,000 remembered 60 KB GET URLs would hold 600 MB.
+# Only requests this small are remembered, every byte the memo keeps counted (headers too):
+# at most `capacity` times this much.
 MEMO_BYTES = 8192
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -52,7 +53,7 @@ class Memo:
             header(scope, b"accept"),
             header(scope, b"content-type"),
         )
-        small = len(memo[1]) + len(body) <= MEMO_BYTES
+        small = sum(len(part or b"") for part in memo) <= MEMO_BYTES
         key = self._keys.get(memo) if small else None
         if key is None:
             key = compute()

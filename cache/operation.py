@@ -53,8 +53,9 @@ class OperationCache:
 
     `vary(scope)` names what the app's answer depends on beyond the GraphQL request (its
     content negotiation), from the method, query string and Accept header alone: part of the
-    key, and None for a request never answered from an entry. The default, the Accept header
-    as sent, is never wrong, only less shared."""
+    key, and None for a request never answered from an entry. Sent as the Accept header, a
+    variant must negotiate itself: a replay is sent with it rather than with the header as
+    sent. The default, the Accept header as sent, is never wrong, only less shared."""
 
     def __init__(
         self,
@@ -84,7 +85,7 @@ class OperationCache:
         self._names: dict[str, str] = {}  # op key -> its operation's name, as long as its tags
         self.max_known = max_known
         # The hottest public operations, replayed after the writes that make them stale.
-        self.replays = Replays(capacity=refresh)
+        self.replays = Replays(capacity=refresh, variant=vary)
         self._following: Cache | None = None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
@@ -98,7 +99,7 @@ class OperationCache:
             await self.app(scope, receive, send)
             return
         body, receive = await buffer(receive)
-        if len(body) > KEYED_BYTES:
+        if len(body) + len(scope.get("query_string", b"")) > KEYED_BYTES:
             await self._miss(cache, None, scope, receive, send)
             return
         key = self._keys.key(scope, body, lambda: self._key(scope, body))

@@ -3,7 +3,9 @@ ordinary request, and never by holding on to what a request sent."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import tracemalloc
 import urllib.parse
 
 import httpx
@@ -83,3 +85,35 @@ async def test_an_odd_request_gets_what_the_app_answers_after_the_ordinary_one_i
             expected = (want.status_code, want.headers.get("content-type"), want.content)
             assert seen == expected
             assert got.headers.get("x-cache") != "HIT"
+
+
+async def test_requests_with_huge_headers_leave_nothing_behind(
+    sqlite_db: Database, redis_cache: Cache
+) -> None:
+    """Distinct anonymous queries, each with a 256 KB Accept header: what is kept of them
+    (the memo of request keys, the hot operations replayed) does not grow with the header."""
+    await add(sqlite_db, threat_input(1))
+    app = create_app(Settings(DATABASE_URL=sqlite_db.url), db=sqlite_db, cache=redis_cache)
+    headers = {"content-type": "application/json", "accept": "application/json;x=" + "a" * 2**18}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t"
+    ) as client:
+
+        async def send(n: int) -> None:
+            body = orjson.dumps({"query": TEXT, "variables": {"n": n}})
+            answer = await client.post("/graphql", content=body, headers=headers)
+            assert answer.json() == {"data": {"stats": {"totalThreats": 1}}}
+            assert answer.headers["x-cache"] == "MISS"  # a cached answer, each under its key
+
+        await send(0)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(1, 41):
+                await send(n)
+            gc.collect()
+            kept = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+    assert kept < 1_000_000  # 40 headers of 256 KB are 10 MB
