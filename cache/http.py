@@ -1,5 +1,10 @@
 """HTTP for answers from the whole-operation cache: the request body buffered and replayed,
-Cache-Control, Age, ETag, and 304 for a matching If-None-Match."""
+Cache-Control, Age, ETag, Vary, and 304 for a matching If-None-Match.
+
+An answer's media type is negotiated from the Accept header: every cacheable answer says
+`Vary: Accept`, and its ETag is of the media type and the body, so a shared cache never
+serves one media type to a client that asked for the other, nor revalidates one with the
+other's tag."""
 
 from __future__ import annotations
 
@@ -17,8 +22,24 @@ def header(scope: MutableMapping[str, Any], name: bytes) -> bytes | None:
     return None
 
 
-def etag_of(body: bytes) -> bytes:
-    return b'"' + hashlib.blake2b(body, digest_size=12).hexdigest().encode() + b'"'
+def etag_of(body: bytes, media: str) -> bytes:
+    digest = hashlib.blake2b(media.encode(), digest_size=12)
+    digest.update(b"\n")
+    digest.update(body)
+    return b'"' + digest.hexdigest().encode() + b'"'
+
+
+def matches(condition: bytes, tag: bytes) -> bool:
+    """Whether If-None-Match `condition` matches the current answer's `tag` (RFC 9110 13.1.2:
+    `*` matches any answer, and a list by weak comparison)."""
+    if condition.strip() == b"*":
+        return True
+    return any(_opaque(part) == _opaque(tag) for part in condition.split(b","))
+
+
+def _opaque(tag: bytes) -> bytes:
+    tag = tag.strip()
+    return tag[2:] if tag.startswith(b"W/") else tag
 
 
 def raw_accept(scope: MutableMapping[str, Any]) -> str | None:
@@ -67,16 +88,17 @@ async def respond(
     age = max(0, int(now - entry.created))
     left = max(0, int(entry.expires - now))
     media, visibility = entry.meta
-    tag = entry.etag or etag_of(entry.value)
+    tag = entry.etag or etag_of(entry.value, media)
     headers = [
         (b"cache-control", f"max-age={left}, {visibility}".encode()),
         (b"age", str(age).encode()),
         (b"etag", tag),
+        (b"vary", b"accept"),
         (b"x-cache", status_text.encode()),
         *extra,
     ]
-    match = header(scope, b"if-none-match")
-    if match is not None and tag in [m.strip() for m in match.split(b",")] + [b"*"]:
+    condition = header(scope, b"if-none-match")
+    if condition is not None and matches(condition, tag):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
         return

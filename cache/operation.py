@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import socket
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -26,6 +25,7 @@ import orjson
 from cache.exceptions import BackendError
 from cache.extension import OperationRecord
 from cache.http import buffer, directives, etag_of, header, raw_accept, respond
+from cache.keying import KEYED_BYTES, Memo, operation_key
 from cache.layer import Cache
 from cache.local import LocalEntry
 from cache.replay import Replays, Run
@@ -42,10 +42,6 @@ STATUS = "cache.status"
 # Which process answered, when asked for: the cross-process benchmark tells workers apart.
 NODE = (b"x-cache-node", f"{socket.gethostname()}-{os.getpid()}".encode())
 _JSON_TYPES = (b"application/json", b"application/graphql-response+json")
-# A request this large is never keyed: a cacheable query is a small document with small
-# variables, while a crawler's batch (a mutation) or a document over the size limit would
-# be parsed, sorted and hashed here only to be passed on (a 9 MB body: 20 ms).
-KEYED_BYTES = 64 * 1024
 
 
 class OperationCache:
@@ -57,8 +53,9 @@ class OperationCache:
 
     `vary(scope)` names what the app's answer depends on beyond the GraphQL request (its
     content negotiation), from the method, query string and Accept header alone: part of the
-    key, and None for a request never answered from an entry. The default, the Accept header
-    as sent, is never wrong, only less shared."""
+    key, and None for a request never answered from an entry. Sent as the Accept header, a
+    variant must negotiate itself: a replay is sent with it rather than with the header as
+    sent. The default, the Accept header as sent, is never wrong, only less shared."""
 
     def __init__(
         self,
@@ -84,11 +81,11 @@ class OperationCache:
         # whose policy is PRIVATE, which are keyed per caller.
         self._tags: OrderedDict[str, tuple[str, ...]] = OrderedDict()
         self._private: set[str] = set()
-        self._keys: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._keys = Memo(max_known)
         self._names: dict[str, str] = {}  # op key -> its operation's name, as long as its tags
         self.max_known = max_known
         # The hottest public operations, replayed after the writes that make them stale.
-        self.replays = Replays(capacity=refresh)
+        self.replays = Replays(capacity=refresh, variant=vary)
         self._following: Cache | None = None
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
@@ -102,27 +99,10 @@ class OperationCache:
             await self.app(scope, receive, send)
             return
         body, receive = await buffer(receive)
-        if len(body) > KEYED_BYTES:
+        if len(body) + len(scope.get("query_string", b"")) > KEYED_BYTES:
             await self._miss(cache, None, scope, receive, send)
             return
-        # The same request bytes always make the same key: remember it, skip the parsing. Every
-        # header the key (or `vary`) reads is part of the memo. Only for small requests: 10,000
-        # remembered 60 KB GET URLs would hold 600 MB.
-        memo = (
-            scope["method"],
-            scope.get("query_string", b""),
-            body,
-            header(scope, b"accept"),
-            header(scope, b"content-type"),
-        )
-        small = len(memo[1]) + len(body) <= 8192
-        key = self._keys.get(memo) if small else None
-        if key is None:
-            key = self._key(scope, body)
-            if key is not None and small:
-                self._keys[memo] = key
-                if len(self._keys) > self.max_known:
-                    self._keys.popitem(last=False)
+        key = self._keys.key(scope, body, lambda: self._key(scope, body))
         if key is None:
             await self._miss(cache, None, scope, receive, send)
             return
@@ -205,46 +185,9 @@ class OperationCache:
         await self._miss(cache, key, scope, receive, discard)
 
     def _key(self, scope: MutableMapping[str, Any], body: bytes) -> str | None:
-        """document hash | operation name | canonical variables | variant; None when the
-        request is not one we can key (the app then answers it, errors included). A body is
-        keyed only as JSON: any other content type, even one the app accepts, goes to the app."""
+        """The operation's key (see cache/keying.py), or None: the app answers it."""
         variant = self.vary(scope)
-        if variant is None:
-            return None
-        try:
-            if scope["method"] == "GET":
-                raw = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
-                params: dict[str, Any] = {k: v[-1] for k, v in raw.items()}
-                for name in ("variables", "extensions"):
-                    if name in params:
-                        params[name] = orjson.loads(params[name])
-            else:
-                content_type = header(scope, b"content-type") or b""
-                if content_type.split(b";")[0].strip().lower() != b"application/json":
-                    return None
-                params = orjson.loads(body)
-            query, extensions = params.get("query"), params.get("extensions") or {}
-            persisted = (extensions.get("persistedQuery") or {}).get("sha256Hash")
-            if isinstance(query, str):
-                document = hashlib.sha256(query.encode()).hexdigest()
-                if persisted is not None and persisted != document:
-                    return None  # the app refuses the mismatch
-            elif isinstance(persisted, str):
-                document = persisted
-            else:
-                return None
-            # Plain JSON: sorted by orjson alone (canonical_args walks it in Python, 0.2 s
-            # for a crawler's 1,000-threat batch).
-            variables = orjson.dumps(
-                params.get("variables") or {}, option=orjson.OPT_SORT_KEYS
-            ).decode()
-        except (ValueError, TypeError, AttributeError, UnicodeDecodeError):
-            return None
-        name = params.get("operationName") or ""
-        if not isinstance(name, str):
-            return None
-        raw_key = f"{document}|{name}|{variables}|{variant}"
-        return hashlib.sha256(raw_key.encode()).hexdigest()[:40]
+        return None if variant is None else operation_key(scope, body, variant)
 
     async def _remote(self, cache: Cache, key: str) -> LocalEntry | None:
         epoch = await cache.epoch()
@@ -287,7 +230,7 @@ class OperationCache:
         value = stored["b"].encode()
         entry = LocalEntry(
             value=value,
-            etag=etag_of(value),
+            etag=etag_of(value, stored["m"]),
             tags=tags,
             created=stored["t"],
             expires=stored["t"] + stored["a"],
@@ -379,7 +322,7 @@ class OperationCache:
             now,
             now + int(record.ttl),
             (media.decode(), directives(record.private, record.window)),
-            etag_of(body),
+            etag_of(body, media.decode()),
             window=record.window,
         )
         scope[STATUS] = "MISS"

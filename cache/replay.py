@@ -9,9 +9,11 @@ write is ever served after it. A reader that misses while a replay of its operat
 way waits for it (one flight per operation) and is answered from what it stored.
 
 Only public operations are tracked, and they are replayed without the caller's credentials or
-cookies: a public answer does not depend on who asked. At most `capacity` are kept, the
-coldest dropped first; only those read since their last replay are replayed again. Rounds come
-from `cache.refresh.Refresher`, after its field entries, so they are coalesced the same way.
+cookies: a public answer does not depend on who asked. Nor is a header kept as it was sent: a
+replay asks for the variant the answer was negotiated as, and sends its body as its media type
+alone. At most `capacity` are kept, the coldest dropped first; only those read since their last
+replay are replayed again. Rounds come from `cache.refresh.Refresher`, after its field entries,
+so they are coalesced the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from cache.http import header, raw_accept
+
 logger = logging.getLogger("vajra.cache")
 
 # What a replayed request keeps of the original: how it was asked, never who asked.
@@ -31,7 +35,8 @@ _SCOPE_KEYS = (
     *("type", "asgi", "http_version", "scheme", "server", "root_path"),
     *("path", "raw_path", "method", "query_string"),
 )
-_HEADERS = (b"accept", b"content-type", b"content-length", b"host")
+# A request whose variant, media type or host is longer than this is not replayed.
+HEADER_BYTES = 256
 
 Run = Callable[[str, dict[str, Any], bytes], Awaitable[None]]
 
@@ -54,8 +59,12 @@ class Replays:
         concurrency: int = 4,
         wait: float = 2.0,
         counts: Counter[str] | None = None,
+        variant: Callable[[MutableMapping[str, Any]], str | None] = raw_accept,
     ) -> None:
+        """`variant(scope)` is what a request's answer was negotiated as, sent as the Accept
+        header of its replays (None: not replayed)."""
         self.capacity = capacity
+        self.variant = variant
         # operations and operations_failed (replayed after a write or on expiry)
         self.counts: Counter[str] = Counter() if counts is None else counts
         self.wait = wait  # how long a reader waits for a replay before running the operation
@@ -72,14 +81,33 @@ class Replays:
         if hot is None:
             if self.capacity <= 0:
                 return
+            kept = self._request(scope, body)
+            if kept is None:
+                return
             if len(self._hot) >= self.capacity:
                 coldest = min(self._hot, key=lambda k: self._hot[k].reads)
                 del self._hot[coldest]
-            kept = {name: scope[name] for name in _SCOPE_KEYS if name in scope}
-            kept["headers"] = [(k, v) for k, v in scope["headers"] if k in _HEADERS]
-            kept["client"] = None
             hot = self._hot[key] = HotOperation(kept, body, frozenset(tags))
         hot.reads += 1
+
+    def _request(self, scope: MutableMapping[str, Any], body: bytes) -> dict[str, Any] | None:
+        """What a replay of this request is sent as (None: it is not replayed): a few bounded
+        headers, whatever the request sent."""
+        variant = self.variant(scope)
+        if variant is None or len(variant) > HEADER_BYTES or not variant.isascii():
+            return None
+        headers = [(b"accept", variant.encode()), (b"content-length", str(len(body)).encode())]
+        media = (header(scope, b"content-type") or b"").split(b";")[0].strip()
+        host = header(scope, b"host") or b""
+        for name, value in ((b"content-type", media), (b"host", host)):
+            if len(value) > HEADER_BYTES:
+                return None
+            if value:
+                headers.append((name, value))
+        kept = {name: scope[name] for name in _SCOPE_KEYS if name in scope}
+        kept["headers"] = headers
+        kept["client"] = None
+        return kept
 
     def flight(self, key: str) -> asyncio.Future[None] | None:
         """The replay of `key` under way, if any."""

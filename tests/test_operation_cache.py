@@ -14,7 +14,8 @@ import pytest
 from redis import asyncio as aioredis
 
 from cache import Cache, RedisBackend
-from cache.operation import KEYED_BYTES, OperationCache
+from cache.keying import KEYED_BYTES
+from cache.operation import OperationCache
 from graph.app import create_app
 from graph.settings import Settings
 from resolvers.store import Database
@@ -81,6 +82,56 @@ async def test_a_matching_if_none_match_gets_304(http: httpx.AsyncClient) -> Non
     assert again.headers["etag"] == etag
     other = await query(http, **{"If-None-Match": '"something-else"'})
     assert other.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "condition", ["*", '"something-else", {etag}', "W/{etag}", '"a",W/"b" , {etag}']
+)
+async def test_if_none_match_star_a_list_or_a_weak_tag_matches_the_current_answer(
+    http: httpx.AsyncClient, condition: str
+) -> None:
+    etag = (await query(http)).headers["etag"]
+    again = await query(http, **{"If-None-Match": condition.format(etag=etag)})
+    assert again.status_code == 304
+    assert again.headers["etag"] == etag
+
+
+async def test_if_none_match_with_only_other_tags_gets_the_answer(
+    http: httpx.AsyncClient,
+) -> None:
+    etag = (await query(http)).headers["etag"]
+    other = await query(http, **{"If-None-Match": f'"x", W/"y", {etag[:-2]}"'})
+    assert other.status_code == 200
+    assert other.headers["etag"] == etag
+
+
+async def test_a_cacheable_answer_varies_with_accept_and_each_media_type_has_its_own_etag(
+    http: httpx.AsyncClient,
+) -> None:
+    etags = {}
+    for accept in ("application/json", "application/graphql-response+json"):
+        for expected in ("MISS", "HIT"):
+            answer = await http.get(
+                "/graphql", params={"query": DASHBOARD}, headers={"accept": accept}
+            )
+            assert answer.headers["x-cache"] == expected
+            assert answer.headers["content-type"] == accept
+            vary = [v.strip().lower() for v in answer.headers.get("vary", "").split(",")]
+            assert "accept" in vary, (accept, expected, answer.headers)
+            etags.setdefault(accept, answer.headers["etag"])
+            assert answer.headers["etag"] == etags[accept]
+    assert etags["application/json"] != etags["application/graphql-response+json"]
+    # A cache holding the JSON answer asks with its tag; the other media type is not it.
+    other = await http.get(
+        "/graphql",
+        params={"query": DASHBOARD},
+        headers={
+            "accept": "application/graphql-response+json",
+            "if-none-match": etags["application/json"],
+        },
+    )
+    assert other.status_code == 200
+    assert other.headers["content-type"] == "application/graphql-response+json"
 
 
 async def test_mutations_errors_and_uncached_fields_are_no_store(http: httpx.AsyncClient) -> None:

@@ -309,3 +309,27 @@ async def test_an_operation_nobody_read_since_its_replay_is_not_replayed_again(
             await ingest(http, 10 + n)
             await cache.refresher.idle()
         assert cache.stats.refresh["operations"] == 1
+
+
+async def test_a_replay_asks_for_the_negotiated_media_type_not_the_accept_header_as_sent(
+    sqlite_db: Database, cache: Cache
+) -> None:
+    await add(sqlite_db, threat_input(1))
+    accept = "application/graphql-response+json;x=" + "a" * 50_000
+    async with served(sqlite_db, cache) as (http, layer):
+
+        async def read() -> httpx.Response:
+            return await http.post(
+                "/graphql", json={"query": DASHBOARD}, headers={"accept": accept}
+            )
+
+        assert (await read()).headers["x-cache"] == "MISS"
+        (hot,) = layer.replays._hot.values()
+        assert sum(len(k) + len(v) for k, v in hot.scope["headers"]) < 512
+        await ingest(http, 9)
+        await cache.refresher.idle()
+        assert cache.stats.refresh["operations"] == 1
+        again = await read()
+        assert again.headers["x-cache"] == "HIT"  # the replay stored this variant's answer
+        assert again.headers["content-type"] == "application/graphql-response+json"
+        assert again.json()["data"]["stats"]["totalThreats"] == 2
