@@ -86,9 +86,11 @@ def operation_key(scope: MutableMapping[str, Any], body: bytes, variant: str) ->
         if isinstance(query, str):
             if not query.strip():
                 return None
+            if digest is not None:
+                # A registration: the app checks it (the hash, the persisted size limit) and
+                # registers it; an entry must not answer in its place.
+                return None
             document = hashlib.sha256(query.encode()).hexdigest()
-            if digest is not None and digest != document:
-                return None  # the app refuses the mismatch
         elif query is None and digest is not None:
             document = digest
         else:

@@ -117,3 +117,23 @@ async def test_requests_with_huge_headers_leave_nothing_behind(
         finally:
             tracemalloc.stop()
     assert kept < 1_000_000  # 40 headers of 256 KB are 10 MB
+
+
+async def test_a_registration_is_checked_by_the_app_even_when_its_document_is_cached(
+    sqlite_db: Database, redis_cache: Cache
+) -> None:
+    # 20 KB: under the document limit, over the persisted queries' 16 KiB.
+    text = "{ stats { totalThreats } }" + "#" + "x" * 20_000
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    registration = {
+        "query": text,
+        "extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}},
+    }
+    app = create_app(Settings(DATABASE_URL=sqlite_db.url), db=sqlite_db, cache=redis_cache)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as a:
+        for _ in range(2):
+            plain = await a.post("/graphql", json={"query": text}, headers=JSON)
+        assert plain.headers["x-cache"] == "HIT"
+        refused = await a.post("/graphql", json=registration, headers=JSON)
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_TOO_LARGE"
