@@ -32,6 +32,11 @@ from graph.errors import status_error
 from graph.settings import get_settings
 
 MALFORMED = "the request line or headers are malformed"
+# After a refusal, what the client is still sending is read and dropped for a while (at most
+# this long, this much), so that its kernel does not reset the connection, and drop our
+# answer, on data we never read.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 2**20
 
 
 def refusal(status: int, message: str, default_headers: list[tuple[bytes, bytes]]) -> bytes:
@@ -87,6 +92,7 @@ class ApiHttpToolsProtocol(HttpToolsProtocol):
         self.line_done = False  # its request line has ended
         self.in_head = True  # the next bytes belong to a head (else to a body)
         self.upgraded = False  # an upgrade was asked: later bytes are not HTTP
+        self.lingering: int | None = None  # bytes still dropped after a refusal
         self.last_body_read = 0.0
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
@@ -100,9 +106,14 @@ class ApiHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering is not None:
+            self.lingering -= len(data)
+            if self.lingering < 0:
+                self.transport.close()
+            return
         if self.upgraded:
             return
-        while data and not self.transport.is_closing():
+        while data and not self._finished():
             if not self.in_head:
                 self.last_body_read = self.loop.time()
                 super().data_received(data)
@@ -117,7 +128,7 @@ class ApiHttpToolsProtocol(HttpToolsProtocol):
                 self.line_done = True
             self.head_bytes += len(piece)
             super().data_received(piece)
-        if self.transport.is_closing() or self.upgraded:
+        if self._finished() or self.upgraded:
             return
         if self.in_head:
             if self.head_bytes and self.head_timer is None:
@@ -169,7 +180,7 @@ class ApiHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self.head_timer = None
-        if self.transport.is_closing():
+        if self._finished():
             return
         if not self.head_bytes:
             # Nothing of a request yet: an idle connection is closed without an answer
@@ -181,7 +192,7 @@ class ApiHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_too_slow(self) -> None:
         self.body_timer = None
-        if self.in_head or self.transport.is_closing():
+        if self.in_head or self._finished():
             return
         now = self.loop.time()
         cycle = self.cycle
@@ -205,11 +216,22 @@ class ApiHttpToolsProtocol(HttpToolsProtocol):
             # The app, if it is still running, hears a disconnect and writes nothing more.
             cycle.disconnected = True
             cycle.message_event.set()
-        if answer:
-            self.transport.write(refusal(status, message, self.server_state.default_headers))
         self.logger.info("refused a request: %s %s", status, message)
         self._cancel_timers()
-        self.transport.close()
+        if not answer:
+            self.transport.close()
+            return
+        self.transport.write(refusal(status, message, self.server_state.default_headers))
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.lingering = LINGER_BYTES
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def _finished(self) -> bool:
+        """Closed, or refused: nothing more is parsed."""
+        return self.lingering is not None or self.transport.is_closing()
 
     def _cancel_timers(self) -> None:
         for timer in (self.head_timer, self.body_timer):
