@@ -113,7 +113,7 @@ class ApiHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.upgraded:
             return
-        while data and not self._finished():
+        while data and not (self._finished() or self.upgraded):
             if not self.in_head:
                 self.last_body_read = self.loop.time()
                 super().data_received(data)
