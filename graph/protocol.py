@@ -115,6 +115,8 @@ class ApiHttpToolsProtocol(HttpToolsProtocol):
             return
         while data and not (self._finished() or self.upgraded):
             if not self.in_head:
+                # A head that begins in this read after a body ends is counted from the next
+                # read: it may pass the limit by at most one read (256 KiB), never more.
                 self.last_body_read = self.loop.time()
                 super().data_received(data)
                 break
