@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
@@ -148,8 +148,11 @@ def create_app(
 
     # No schema browsing in production, REST or GraphQL; /docs is served by graph/pages.py
     # with local assets, and ReDoc (which only loads from a CDN) is off.
+    # No redirect to the path with(out) a trailing slash: Starlette builds it from the Host
+    # header, which the client chooses.
     app = FastAPI(
         title="Vajra",
+        redirect_slashes=False,
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
@@ -174,6 +177,12 @@ def create_app(
             for e in exc.errors()
         )
         return json_response(status_error(400, f"bad request parameters: {problems}"[:300]), 400)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_request: Request, _exc: ClientDisconnect) -> Response:
+        # The client hung up, or the server gave up on its body (graph/protocol.py): not a
+        # bug, and nobody reads this answer.
+        return json_response(status_error(400, "the client went away during its request"), 400)
 
     @app.exception_handler(Exception)
     async def bug(_request: Request, exc: Exception) -> Response:

@@ -115,6 +115,8 @@ def _run(args: argparse.Namespace) -> None:
         workers=args.workers,
         loop="uvloop",
         http=ApiHttpToolsProtocol,
+        ws="none",  # no WebSocket routes: an upgrade is answered as plain HTTP
+        limit_concurrency=settings.max_connections,  # 503 past it (graph/protocol.py)
         log_level=settings.log_level.lower(),
         access_log=False,  # ours (VAJRA_ACCESS_LOG) names the operation and the cache status
     )

@@ -7,13 +7,23 @@ only outside production, like GraphiQL and /docs themselves."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.staticfiles import StaticFiles
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    MalformedRangeHeader,
+    RangeNotSatisfiable,
+    Response,
+)
+from starlette.staticfiles import PathLike, StaticFiles
+from starlette.types import Scope
 
 STATIC = Path(__file__).with_name("static")
 # The one operation the dashboard sends (static/api.js).
@@ -51,6 +61,36 @@ GRAPHIQL_CSP = "; ".join(
 )
 
 
+class Files(StaticFiles):
+    """StaticFiles whose refusal of a Range header is in the API's error shape: the range is
+    checked here, as FileResponse would, and refused with an HTTPException (the app's handler
+    answers it) rather than FileResponse's plain text."""
+
+    def file_response(
+        self, full_path: PathLike, stat_result: os.stat_result, scope: Scope, status_code: int = 200
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        headers = Headers(scope=scope)
+        wanted, condition = headers.get("range"), headers.get("if-range")
+        if (
+            isinstance(response, FileResponse)
+            and response.status_code == 200
+            and wanted is not None
+            and (condition is None or response._should_use_range(condition))
+        ):
+            try:
+                response._parse_range_header(wanted, stat_result.st_size)
+            except MalformedRangeHeader as exc:
+                raise HTTPException(400, exc.content) from None
+            except RangeNotSatisfiable as exc:
+                raise HTTPException(
+                    416,
+                    f"the Range header starts past the end of the file ({exc.max_size} bytes)",
+                    headers={"content-range": f"bytes */{exc.max_size}"},
+                ) from None
+        return response
+
+
 _GRAPHIQL = (IDE / "graphiql.html").read_text(encoding="utf-8")
 
 
@@ -65,7 +105,7 @@ def graphiql_page() -> HTMLResponse:
 def add_pages(app: FastAPI, *, production: bool) -> None:
     """The dashboard (always: it is for users) and, unless in production, the vendored
     assets GraphiQL and /docs load, and /docs itself."""
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", Files(directory=STATIC), name="static")
     dashboard = (STATIC / "index.html").read_text(encoding="utf-8")
 
     @app.get("/", include_in_schema=False)
@@ -81,8 +121,8 @@ def add_pages(app: FastAPI, *, production: bool) -> None:
 
     if production:
         return
-    app.mount("/ide", StaticFiles(directory=IDE), name="ide")
-    app.mount("/vendor", StaticFiles(directory=VENDOR), name="vendor")
+    app.mount("/ide", Files(directory=IDE), name="ide")
+    app.mount("/vendor", Files(directory=VENDOR), name="vendor")
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:

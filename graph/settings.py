@@ -93,6 +93,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=10 * 2**20, ge=1024, le=2**30, validation_alias="MAX_BODY_BYTES"
     )
+    # What the HTTP server (graph/protocol.py) takes of one connection before the app sees it:
+    # the request line and headers together; how long their first byte may wait for the
+    # last, and a body between two reads; how many connections at once (503 past it).
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=1024, le=2**20, validation_alias="MAX_HEADER_BYTES"
+    )
+    request_header_timeout: float = Field(
+        default=10.0, gt=0, le=3600, validation_alias="REQUEST_HEADER_TIMEOUT"
+    )
+    request_body_timeout: float = Field(
+        default=10.0, gt=0, le=3600, validation_alias="REQUEST_BODY_TIMEOUT"
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, le=1_000_000, validation_alias="MAX_CONNECTIONS"
+    )
 
     # One line per request on the `vajra.access` logger (`vajra serve --access-log` sets it).
     access_log: bool = Field(default=False, validation_alias="VAJRA_ACCESS_LOG")

@@ -43,26 +43,48 @@ def code(response: httpx.Response) -> str:
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "status", "expected"),
+    ("method", "path", "headers", "status", "expected"),
     [
-        ("GET", "/nowhere", 404, "NOT_FOUND"),
-        ("PUT", "/graphql", 405, "METHOD_NOT_ALLOWED"),
-        ("DELETE", "/health", 405, "METHOD_NOT_ALLOWED"),
-        ("PUT", "/api/cache/clear", 405, "METHOD_NOT_ALLOWED"),
-        ("GET", "/api/cache/clear", 405, "METHOD_NOT_ALLOWED"),
-        ("POST", "/api/cache/clear?pattern=%00", 403, "FORBIDDEN"),
+        ("GET", "/nowhere", {}, 404, "NOT_FOUND"),
+        ("PUT", "/graphql", {}, 405, "METHOD_NOT_ALLOWED"),
+        ("DELETE", "/health", {}, 405, "METHOD_NOT_ALLOWED"),
+        ("PUT", "/api/cache/clear", {}, 405, "METHOD_NOT_ALLOWED"),
+        ("GET", "/api/cache/clear", {}, 405, "METHOD_NOT_ALLOWED"),
+        ("POST", "/api/cache/clear?pattern=%00", {}, 403, "FORBIDDEN"),
+        ("GET", "/static/dashboard.js", {"range": "bytes=abc"}, 400, "BAD_REQUEST"),
+        ("GET", "/static/dashboard.js", {"range": "bytes=5-1"}, 400, "BAD_REQUEST"),
+        ("GET", "/static/dashboard.js", {"range": "lines=1-2"}, 400, "BAD_REQUEST"),
+        ("GET", "/static/dashboard.js", {"range": "bytes=999999-"}, 416, "RANGE_NOT_SATISFIABLE"),
     ],
 )
 async def test_every_refusal_is_in_the_api_shape_with_nosniff(
-    app_with: Any, method: str, path: str, status: int, expected: str
+    app_with: Any, method: str, path: str, headers: dict[str, str], status: int, expected: str
 ) -> None:
     client = await app_with()
-    response = await client.request(method, path)
+    response = await client.request(method, path, headers=headers)
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert code(response) == expected
     assert "detail" not in response.json()
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_good_range_of_a_static_file_is_still_answered(app_with: Any) -> None:
+    client = await app_with()
+    response = await client.get("/static/dashboard.js", headers={"range": "bytes=0-9"})
+    assert response.status_code == 206
+    assert len(response.content) == 10
+
+
+@pytest.mark.parametrize("environment", ["development", "production"])
+async def test_no_answer_points_at_the_host_the_client_named(
+    app_with: Any, environment: str
+) -> None:
+    client = await app_with(VAJRA_ENV=environment)
+    for path in ("/graphql/", "/ide", "/health/", "/static", "/docs/"):
+        response = await client.get(path, headers={"host": "evil.example"})
+        assert not response.is_redirect, (path, response.headers.get("location"))
+        assert "evil.example" not in response.text, path
 
 
 async def test_cached_and_graphql_answers_carry_nosniff(app_with: Any) -> None:
@@ -134,16 +156,22 @@ async def raw_request(port: int, request: bytes) -> tuple[bytes, bytes]:
 
 
 @pytest.mark.parametrize(
-    "request_bytes",
+    ("request_bytes", "status", "expected"),
     [
-        b"GET /graphql?query=%7B__typename%7D" + b"%20" * 70_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n",
-        b"NOT HTTP AT ALL\r\n\r\n",
+        (
+            b"GET /graphql?query=%7B__typename%7D"
+            + b"%20" * 70_000
+            + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+            414,
+            "URI_TOO_LONG",
+        ),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n", 400, "BAD_REQUEST"),
+        (b"NOT HTTP AT ALL\r\n\r\n", 400, "BAD_REQUEST"),
     ],
     ids=["url-210k", "bad-header", "garbage"],
 )
 async def test_what_the_http_server_refuses_is_in_the_api_shape_too(
-    tmp_path: Path, request_bytes: bytes
+    tmp_path: Path, request_bytes: bytes, status: int, expected: str
 ) -> None:
     env = base_env(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'v.db'}", CACHE_ENABLED="false")
     server = Server("raw", env, tmp_path)
@@ -153,10 +181,10 @@ async def test_what_the_http_server_refuses_is_in_the_api_shape_too(
         head, body = await raw_request(server.port, request_bytes)
     finally:
         server.stop()
-    assert head.startswith(b"HTTP/1.1 400"), head
+    assert head.startswith(b"HTTP/1.1 %d" % status), head
     assert b"content-type: application/json" in head.lower()
     assert b"x-content-type-options: nosniff" in head.lower()
-    assert orjson.loads(body)["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert orjson.loads(body)["errors"][0]["extensions"]["code"] == expected
 
 
 async def test_production_health_names_no_redis_address_but_to_the_admin(
