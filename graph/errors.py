@@ -109,7 +109,7 @@ def error_code(error: GraphQLError) -> str:
         return code
     if isinstance(error, GraphQLSyntaxError):
         return "GRAPHQL_PARSE_FAILED"
-    if error.message.startswith("Variable '$"):
+    if error.message.startswith(("Variable '$", "Too many errors processing variables")):
         return "BAD_USER_INPUT"  # graphql-core's variable coercion: the caller's values
     if isinstance(original, GraphQLError) and original.message.startswith(_ARGUMENT_ERRORS):
         # graphql-core's argument coercion while executing a field: a null variable for a
