@@ -241,3 +241,16 @@ def test_a_logged_traceback_never_holds_more_than_200_characters_of_client_text(
     for client_text in "xvk":
         assert client_text * 201 not in logged
     assert len(logged) < 5_000
+
+
+async def test_an_unknown_cache_pattern_is_quoted_in_at_most_200_characters(
+    client: httpx.AsyncClient,
+) -> None:
+    query = "mutation($p: String) { clearCache(pattern: $p) { cleared } }"
+    pattern = "p" * 100_000
+    body = (await post(client, query, {"p": pattern}, ADMIN)).json()
+    assert codes(body) == ["BAD_USER_INPUT"]
+    message = body["errors"][0]["message"]
+    assert "unknown cache pattern 'ppp" in message
+    assert "p" * 201 not in message
+    assert len(message) < 400
