@@ -12,6 +12,7 @@ from strawberry.types import Info
 
 from cache import Cache
 from graph.context import Context, Role
+from graph.errors import truncated
 from resolvers.errors import InvalidInput
 
 FAMILIES = ("stats", "threats", "charts")
@@ -82,7 +83,8 @@ def family_of(pattern: str | None) -> str | None:
     if name not in FAMILIES:
         allowed = ", ".join(f"'{f}:*'" for f in FAMILIES)
         raise InvalidInput(
-            f"unknown cache pattern {pattern!r}: use {allowed} or none for all", argument="pattern"
+            f"unknown cache pattern {truncated(pattern)!r}: use {allowed} or none for all",
+            argument="pattern",
         )
     return name
 

@@ -220,7 +220,7 @@ def create_app(
     )
     limits = settings.limits
     endpoint = graphql_endpoint(
-        build_schema(limits),
+        build_schema(limits, hide_suggestions=settings.production),
         context_for,
         persisted,
         graphiql=not settings.production,

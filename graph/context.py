@@ -23,6 +23,10 @@ class Role(Enum):
     ADMIN = "admin"
 
 
+# Which role each mutation needs: its resolver requires it, and graph/limits.py checks it
+# before the variables are coerced (a mutation's batch is never read for an anonymous caller).
+MUTATION_ROLES = {"ingestThreats": Role.CRAWLER, "clearCache": Role.ADMIN}
+
 _TOKEN_VARIABLE = {Role.CRAWLER: "VAJRA_CRAWLER_TOKEN", Role.ADMIN: "VAJRA_ADMIN_TOKEN"}
 
 

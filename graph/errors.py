@@ -14,6 +14,7 @@ bug, logged with its traceback and answered as INTERNAL_SERVER_ERROR without det
 from __future__ import annotations
 
 import logging
+from types import TracebackType
 from typing import Any
 
 from graphql import ASTValidationRule, GraphQLError, GraphQLSyntaxError, StringValueNode
@@ -96,6 +97,9 @@ class ErrorCodes(SchemaExtension):
         yield
 
 
+_ARGUMENT_ERRORS = ("Argument '", "Variable '$")
+
+
 def error_code(error: GraphQLError) -> str:
     original = error.original_error
     if isinstance(original, ApiError | ResolverError):
@@ -105,8 +109,13 @@ def error_code(error: GraphQLError) -> str:
         return code
     if isinstance(error, GraphQLSyntaxError):
         return "GRAPHQL_PARSE_FAILED"
-    if error.message.startswith("Variable '$"):
+    if error.message.startswith(("Variable '$", "Too many errors processing variables")):
         return "BAD_USER_INPUT"  # graphql-core's variable coercion: the caller's values
+    if isinstance(original, GraphQLError) and original.message.startswith(_ARGUMENT_ERRORS):
+        # graphql-core's argument coercion while executing a field: a null variable for a
+        # non-null argument with a default (valid by the spec's VariablesInAllowedPosition,
+        # refused by its CoerceArgumentValues). The caller's values, not our bug.
+        return "BAD_USER_INPUT"
     if original is not None:
         return "INTERNAL_SERVER_ERROR"
     return "GRAPHQL_VALIDATION_FAILED"
@@ -141,13 +150,44 @@ def log_errors(errors: list[GraphQLError]) -> None:
     quote the document: graphql-core's str() of a syntax error prints the whole line)."""
     for error in errors:
         code = error_code(error)
-        message = error.message
-        if len(message) > LOGGED_CHARACTERS:
-            message = message[:LOGGED_CHARACTERS] + "..."
+        message = truncated(error.message)
         if code == "INTERNAL_SERVER_ERROR":
-            logger.error("%s: %s", code, message, exc_info=error.original_error or error)
+            exception = error.original_error or error
+            logger.error("%s: %s", code, message, exc_info=_bounded(exception))
         else:
             logger.info("%s: %s", code, message)
+
+
+def truncated(text: str, limit: int = LOGGED_CHARACTERS) -> str:
+    """At most `limit` characters of client text, marked when cut."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _Truncated(Exception):
+    """Stands in, in a logged traceback, for an exception whose text was too long."""
+
+
+def _bounded(
+    exception: BaseException,
+) -> tuple[type[BaseException], BaseException, TracebackType | None]:
+    """The exc_info to log `exception` with: its own traceback, but never more than 200
+    characters of its text (str() of a GraphQLError prints its whole document), nor of the
+    exceptions it was raised from."""
+    chain: list[BaseException] = []
+    link: BaseException | None = exception
+    while link is not None and len(chain) < 5:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    if all(len(str(e)) <= LOGGED_CHARACTERS for e in chain):
+        return type(exception), exception, exception.__traceback__
+    stand_in: BaseException | None = None
+    for link in reversed(chain):
+        text = f"{type(link).__qualname__}: {truncated(str(link))}"
+        replaced = _Truncated(text).with_traceback(link.__traceback__)
+        replaced.__cause__ = stand_in
+        stand_in = replaced
+    assert stand_in is not None
+    return _Truncated, stand_in, exception.__traceback__
 
 
 _STATUS_CODES = {

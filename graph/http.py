@@ -109,7 +109,7 @@ def json_response(
 
 
 async def _params(request: Request) -> dict[str, Any]:
-    if request.method == "GET":
+    if request.method in ("GET", "HEAD"):
         params: dict[str, Any] = dict(request.query_params)
         for name in ("variables", "extensions"):
             if isinstance(params.get(name), str):
@@ -188,14 +188,23 @@ def graphql_endpoint(
     `graphiql` is off); a document longer than `max_document_bytes` is refused unparsed."""
 
     async def endpoint(request: Request) -> Response:
+        """HEAD (which Starlette's route advertises with GET) is answered as GET, unsent."""
+        response = await answer(request)
+        if request.method != "HEAD":
+            return response
+        # Its headers, content-length included, with no body.
+        return Response(status_code=response.status_code, headers=dict(response.headers))
+
+    async def answer(request: Request) -> Response:
         accept = request.headers.get("accept", "")
         media_type = negotiate(accept)
-        if graphiql and _graphiql(request.method, accept, request.query_params):
+        method = "GET" if request.method == "HEAD" else request.method
+        if graphiql and _graphiql(method, accept, request.query_params):
             return graphiql_page()
-        if request.method not in ("GET", "POST"):
-            error: ApiError = _MethodNotAllowed("use GET or POST")
+        if method not in ("GET", "POST"):
+            error: ApiError = _MethodNotAllowed("use GET, HEAD or POST")
             return json_response(
-                http_error(error), error.status, media_type, {"Allow": "GET, POST"}
+                http_error(error), error.status, media_type, {"Allow": "GET, HEAD, POST"}
             )
         try:
             params = await _params(request)
@@ -204,7 +213,7 @@ def graphql_endpoint(
             query, variables, operation_name = _check(params, max_document_bytes)
             allowed = (
                 {OperationType.QUERY}
-                if request.method == "GET"
+                if method == "GET"
                 else {OperationType.QUERY, OperationType.MUTATION}
             )
             context = context_for(request)
@@ -233,7 +242,10 @@ def graphql_endpoint(
                 else f"the document has no operation named {operation_name!r:.100}"
             )
             return json_response(http_error(error), error.status, media_type)
-        except InvalidOperationTypeError:
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is not OperationType.MUTATION:  # a subscription
+                error = BadRequest("subscriptions are not supported: the schema has none")
+                return json_response(http_error(error), error.status, media_type)
             error = _MethodNotAllowed("mutations must be sent with POST")
             return json_response(http_error(error), error.status, media_type, {"Allow": "POST"})
         except MissingQueryError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
@@ -12,7 +12,7 @@ from strawberry.types import ExecutionContext, Info
 from cache import CacheExtension, cache_control, daily
 from graph import tags
 from graph.admin import CacheStats, ClearResult, clear_cache, read_cache_stats
-from graph.context import Context, Role
+from graph.context import MUTATION_ROLES, Context
 from graph.errors import ErrorCodes, log_errors
 from graph.limits import Documents, Limits, QueryLimits
 from graph.scalars import SCALAR_OVERRIDES
@@ -131,7 +131,7 @@ class Mutation:
         ],
     ) -> IngestResult:
         ctx = info.context
-        ctx.require(Role.CRAWLER)
+        ctx.require(MUTATION_ROLES["ingestThreats"])
         batch = [t.to_record() for t in threats]
         outcome = await ingest.ingest(ctx.db, batch, now=ctx.clock())
         if ctx.cache is not None:
@@ -153,27 +153,43 @@ class Mutation:
             str | None, strawberry.argument(description="A family, or all when absent.")
         ] = None,
     ) -> ClearResult:
-        info.context.require(Role.ADMIN)
+        info.context.require(MUTATION_ROLES["clearCache"])
         return await clear_cache(info.context.cache, pattern)
 
 
 class Schema(strawberry.Schema):
+    hide_suggestions = False  # no "Did you mean...?" in production: it reveals the schema
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         log_errors(errors)
 
+    def _get_custom_context_kwargs(
+        self, operation_extensions: dict[str, Any] | None = None, *, sync: bool = False
+    ) -> dict[str, Any]:
+        # What Strawberry passes on to graphql-core's execute(): there, variable coercion.
+        kwargs = super()._get_custom_context_kwargs(operation_extensions, sync=sync)
+        return {**kwargs, "hide_suggestions": self.hide_suggestions}
+
 
 @functools.cache
-def build_schema(limits: Limits) -> Schema:
-    """The schema enforcing `limits`: one per distinct Limits, with its own document cache."""
+def build_schema(limits: Limits, *, hide_suggestions: bool = False) -> Schema:
+    """The schema enforcing `limits`: one per distinct Limits, with its own document cache;
+    with `hide_suggestions` (production), errors never suggest a name of the schema."""
     documents = Documents()
-    return Schema(
+    built = Schema(
         query=Query,
         mutation=Mutation,
         scalar_overrides=SCALAR_OVERRIDES,
-        extensions=[ErrorCodes, CacheExtension, lambda: QueryLimits(limits, documents)],
+        extensions=[
+            ErrorCodes,
+            CacheExtension,
+            lambda: QueryLimits(limits, documents, hide_suggestions=hide_suggestions),
+        ],
     )
+    built.hide_suggestions = hide_suggestions
+    return built
 
 
 schema = build_schema(Limits())

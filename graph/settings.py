@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         le=32 * 1024 * 1024,
         validation_alias="GRAPHQL_MAX_DOCUMENT_BYTES",
     )
+    graphql_max_variable_values: int = Field(
+        default=_LIMITS.max_variable_values,
+        ge=1_000,
+        le=10_000_000,
+        validation_alias="GRAPHQL_MAX_VARIABLE_VALUES",
+    )
     cache_enabled: bool = Field(default=True, validation_alias="CACHE_ENABLED")
     cache_namespace: str = Field(
         default="vajra", pattern=r"^[A-Za-z0-9_.-]{1,32}$", validation_alias="CACHE_NAMESPACE"
@@ -175,6 +181,7 @@ class Settings(BaseSettings):
             max_directives=self.graphql_max_directives,
             max_cost=self.graphql_max_cost,
             max_document_bytes=self.graphql_max_document_bytes,
+            max_variable_values=self.graphql_max_variable_values,
         )
 
 

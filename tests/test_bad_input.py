@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 import pytest
+from graphql import GraphQLError, Source, Undefined, is_non_null_type
 
+from graph.errors import log_errors
+from graph.schema import schema as strawberry_schema
 from resolvers.store import Database
 from tests.conftest import ADMIN, CRAWLER
 from tests.test_ingest import INGEST, crawled
+
+schema_ = strawberry_schema._schema
 
 
 def codes(body: dict[str, Any]) -> list[str]:
@@ -48,6 +54,52 @@ async def test_out_of_range_arguments_are_bad_user_input(
         "between" in body["errors"][0]["message"]
         or "not a threat id" in body["errors"][0]["message"]
     )
+
+
+def _defaulted_arguments() -> list[tuple[str, str, str, str]]:
+    """(operation, field, argument, type) for every field argument with a default."""
+    found = []
+    for operation, root in (("query", schema_.query_type), ("mutation", schema_.mutation_type)):
+        assert root is not None
+        for name, field in root.fields.items():
+            for argument, definition in field.args.items():
+                if definition.default_value is not Undefined:
+                    nullable = str(definition.type).removesuffix("!")
+                    found.append((operation, name, argument, nullable))
+    return found
+
+
+@pytest.mark.parametrize(("operation", "field", "argument", "type_"), _defaulted_arguments())
+@pytest.mark.parametrize("declared", ["", " = null"])
+async def test_a_null_variable_for_a_defaulted_argument_is_a_coded_error_logged_at_info(
+    client: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+    operation: str,
+    field: str,
+    argument: str,
+    type_: str,
+    declared: str,
+) -> None:
+    # By the spec a nullable variable may feed a non-null argument with a default, and an
+    # explicit null then is a field error: BAD_USER_INPUT, not a bug of ours.
+    variable = "v" * 15_000
+    document = (
+        f"{operation}(${variable}: {type_}{declared}) {{ {field}({argument}: ${variable})"
+        " { __typename } }"
+    )
+    with caplog.at_level(logging.INFO, logger="vajra.errors"):
+        response = await post(client, document, {} if declared else {variable: None})
+    assert response.status_code == 200
+    body = response.json()
+    definition = schema_.get_type(operation.title()).fields[field].args[argument]  # type: ignore[union-attr]
+    if is_non_null_type(definition.type):
+        assert codes(body) == ["BAD_USER_INPUT"], body
+    else:  # null is the argument's absence; clearCache still wants its token
+        assert (codes(body) if "errors" in body else []) in ([], ["UNAUTHENTICATED"]), body
+    for record in caplog.records:
+        assert record.levelno < logging.ERROR, record.getMessage()[:300]
+        assert len(record.getMessage()) < 300
+        assert record.exc_info is None
 
 
 async def test_an_unknown_severity_literal_is_bad_user_input(client: httpx.AsyncClient) -> None:
@@ -179,3 +231,41 @@ async def test_no_error_ever_leaks_a_trace_or_sql(client: httpx.AsyncClient) -> 
         assert "Traceback" not in text
         assert "SELECT" not in text
         assert "sqlalchemy" not in text
+
+
+def test_a_logged_traceback_never_holds_more_than_200_characters_of_client_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    document = "{ " + "x" * 20_000 + " }"
+    try:
+        try:
+            raise KeyError("k" * 20_000)
+        except KeyError as inner:
+            raise ValueError("v" * 20_000) from inner
+    except ValueError as exc:
+        error = GraphQLError(
+            "m" * 20_000, source=Source(document), positions=[2], original_error=exc
+        )
+    with caplog.at_level(logging.INFO, logger="vajra.errors"):
+        log_errors([error])
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    logged = logging.Formatter().format(record)
+    for kept in ("Traceback", "ValueError", "KeyError"):
+        assert kept in logged
+    for client_text in "xvk":
+        assert client_text * 201 not in logged
+    assert len(logged) < 5_000
+
+
+async def test_an_unknown_cache_pattern_is_quoted_in_at_most_200_characters(
+    client: httpx.AsyncClient,
+) -> None:
+    query = "mutation($p: String) { clearCache(pattern: $p) { cleared } }"
+    pattern = "p" * 100_000
+    body = (await post(client, query, {"p": pattern}, ADMIN)).json()
+    assert codes(body) == ["BAD_USER_INPUT"]
+    message = body["errors"][0]["message"]
+    assert "unknown cache pattern 'ppp" in message
+    assert "p" * 201 not in message
+    assert len(message) < 400

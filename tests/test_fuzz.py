@@ -204,6 +204,10 @@ DOCUMENTS = st.one_of(
             "query($f: ThreatFilter) { threats(filter: $f) { total } }",
             "mutation($t: [ThreatInput!]!) { ingestThreats(threats: $t) { inserted } }",
             "{ trend(days: 7) { date count } }",
+            # Nullable variables for the arguments with a default: null is refused, coded.
+            "query($d: Int) { trend(days: $d) { date } }",
+            "query($p: Int = null, $l: Int) { threats(page: $p, limit: $l) { total } }",
+            "query($l: Int) { sourceBreakdown(limit: $l) { count } }",
         ]
     ),
     st.text(max_size=40),
@@ -220,6 +224,7 @@ DOCUMENTS = st.one_of(
         st.fixed_dictionaries({"id": JSON_VALUES}),
         st.fixed_dictionaries({"f": JSON_VALUES}),
         st.fixed_dictionaries({"t": st.lists(JSON_VALUES, max_size=2)}),
+        st.fixed_dictionaries({}, optional={"d": JSON_VALUES, "p": JSON_VALUES, "l": JSON_VALUES}),
     ),
     extensions=st.one_of(st.none(), JSON_VALUES),
     method=st.sampled_from(["GET", "POST"]),

@@ -100,3 +100,46 @@ async def test_health_reports_an_unreachable_database_as_503(tmp_path: object) -
     await broken.close()
     assert response.status_code == 503
     assert response.json()["database"] == "unreachable"
+
+
+TWO_OPERATIONS = "query A { stats { high } } query B { stats { critical } }"
+
+
+async def test_several_operations_without_an_operation_name_are_a_bad_request(
+    client: httpx.AsyncClient,
+) -> None:
+    for response in (
+        await client.post("/graphql", json={"query": TWO_OPERATIONS}),
+        await client.get("/graphql", params={"query": TWO_OPERATIONS}),
+    ):
+        assert response.status_code == 400
+        assert codes(response.json()) == ["BAD_REQUEST"]
+        assert "several operations" in response.json()["errors"][0]["message"]
+    named = await client.post("/graphql", json={"query": TWO_OPERATIONS, "operationName": "B"})
+    assert named.json() == {"data": {"stats": {"critical": 0}}}
+
+
+async def test_a_subscription_is_a_bad_request_by_get_or_post(client: httpx.AsyncClient) -> None:
+    query = "subscription { stats { high } }"
+    for response in (
+        await client.post("/graphql", json={"query": query}),
+        await client.get("/graphql", params={"query": query}),
+    ):
+        assert response.status_code == 400
+        assert "allow" not in response.headers
+        assert codes(response.json()) == ["BAD_REQUEST"]
+        assert "subscriptions" in response.json()["errors"][0]["message"]
+
+
+async def test_head_is_answered_like_get_without_a_body_as_options_advertises(
+    client: httpx.AsyncClient,
+) -> None:
+    allowed = (await client.options("/graphql")).headers["allow"]
+    assert {m.strip() for m in allowed.split(",")} == {"GET", "HEAD", "POST"}
+    params = {"query": "{ stats { totalThreats } }"}
+    got = await client.get("/graphql", params=params)
+    head = await client.head("/graphql", params=params)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert head.headers["content-length"] == str(len(got.content))

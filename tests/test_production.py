@@ -231,3 +231,32 @@ async def test_production_honours_the_debug_header_for_the_admin_only(
         seen[environment] = ("extensions" in anyone.json(), "extensions" in admin.json())
         await cache.close()
     assert seen == {"development": (True, True), "production": (False, True)}
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "suggested"),
+    [
+        ("{ stats { critic } }", None, "critical"),
+        ("{ threats(filter: {severty: [HIGH]}) { total } }", None, "severity"),
+        ("{ threats(filter: {severity: [HIHG]}) { total } }", None, "HIGH"),
+        (
+            "query($f: ThreatFilter) { threats(filter: $f) { total } }",
+            {"f": {"severty": ["HIGH"]}},
+            "severity",
+        ),
+    ],
+)
+@pytest.mark.parametrize("environment", ["development", "production"])
+async def test_production_never_suggests_a_name_of_the_schema(
+    app_with: Any, query: str, variables: Any, suggested: str, environment: str
+) -> None:
+    client = await app_with(VAJRA_ENV=environment)
+    response = await client.post("/graphql", json={"query": query, "variables": variables})
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] in ("GRAPHQL_VALIDATION_FAILED", "BAD_USER_INPUT")
+    if environment == "production":
+        assert "Did you mean" not in error["message"]
+        assert f"'{suggested}'" not in error["message"]
+    else:
+        assert "Did you mean" in error["message"]
+        assert f"'{suggested}'?" in error["message"]

@@ -13,13 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import get_introspection_query
+from graphql import OperationDefinitionNode, get_introspection_query, parse
 from graphql.language.lexer import Lexer
 
+import graph.limits
 from bench.attacks import dashboards, directives, pages, searches, typenames, unterminated
 from bench.harness import DASHBOARD
 from cache import Cache
 from graph.app import create_app
+from graph.limits import Limits, check_variables
 from graph.schema import schema
 from graph.settings import Settings
 from resolvers import dashboard, ingest, threats
@@ -122,10 +124,8 @@ async def test_the_measured_attacks_are_refused_unrun(
 @contextlib.contextmanager
 def reading(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
     """How many tokens the parser read and how many documents were validated."""
-    import strawberry.schema.schema as strawberry_schema
-
     seen = {"tokens": 0, "validated": 0}
-    advance, validate = Lexer.advance, strawberry_schema.validate
+    advance, validate = Lexer.advance, graph.limits.validate
 
     def counted_advance(self: Lexer) -> Any:
         seen["tokens"] += 1
@@ -136,8 +136,116 @@ def reading(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
         return validate(*args, **kwargs)
 
     monkeypatch.setattr(Lexer, "advance", counted_advance)
-    monkeypatch.setattr(strawberry_schema, "validate", counted_validate)
+    monkeypatch.setattr(graph.limits, "validate", counted_validate)
     yield seen
+
+
+@pytest.fixture
+def coerced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per operation whose variables graphql-core coerced."""
+    import graphql.execution.executor as executor
+
+    seen: list[int] = []
+    original = executor.get_variable_values
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        seen.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(executor, "get_variable_values", counted)
+    return seen
+
+
+class _Unread(list[Any]):
+    """A list whose items must not be read: only its length may be."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the list was read")
+
+
+FILTERED = "query($f: ThreatFilter) { threats(filter: $f) { total } }"
+
+
+async def test_a_list_in_the_variables_longer_than_any_argument_takes_is_refused_uncoerced(
+    client: httpx.AsyncClient, calls: dict[str, int], coerced: list[int]
+) -> None:
+    severities = ["CRITICAL"] * 800_000
+    extensions = refusal(await post(client, FILTERED, {"f": {"severity": severities}}))
+    assert extensions == {
+        "code": "BAD_USER_INPUT",
+        "limit": "list",
+        "maximum": 1_000,
+        "found": 800_000,
+    }
+    assert calls == {}
+    assert coerced == []
+
+
+def test_a_list_over_the_longest_is_refused_by_its_length_unread() -> None:
+    operation = parse(FILTERED).definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    refused = check_variables(operation, {"f": {"severity": _Unread([None] * 5_000)}}, Limits())
+    assert refused is not None
+    assert refused.extensions == {
+        "code": "BAD_USER_INPUT",
+        "limit": "list",
+        "maximum": 1_000,
+        "found": 5_000,
+    }
+
+
+async def test_variables_over_the_values_limit_are_refused_uncoerced(
+    sqlite_db: Database, calls: dict[str, int], coerced: list[int]
+) -> None:
+    variables = {"f": {"severity": ["HIGH"] * 999, "source": "nvd"}}  # 1,002 values
+    async with client_with(sqlite_db, GRAPHQL_MAX_VARIABLE_VALUES=1_000) as client:
+        extensions = refusal(await post(client, FILTERED, variables))
+        assert extensions == {"code": "QUERY_TOO_COMPLEX", "limit": "values", "maximum": 1_000}
+        assert calls == {}
+        assert coerced == []
+        variables["f"]["severity"] = ["HIGH"] * 990
+        body = (await post(client, FILTERED, variables)).json()
+        assert body == {"data": {"threats": {"total": 0}}}
+
+
+async def test_variables_the_operation_does_not_declare_are_never_counted(
+    sqlite_db: Database,
+) -> None:
+    async with client_with(sqlite_db, GRAPHQL_MAX_VARIABLE_VALUES=1_000) as client:
+        body = (await post(client, FILTERED, {"f": None, "other": [[1] * 1_000] * 1_000})).json()
+        assert body == {"data": {"threats": {"total": 0}}}
+
+
+@pytest.mark.parametrize("threats", [1_000, 1_000_000])
+@pytest.mark.parametrize(
+    ("token", "code"), [(None, "UNAUTHENTICATED"), ("wrong", "UNAUTHENTICATED"), (ADMIN, None)]
+)
+async def test_a_mutation_without_its_token_is_refused_before_its_variables_are_read(
+    client: httpx.AsyncClient,
+    calls: dict[str, int],
+    coerced: list[int],
+    threats: int,
+    token: str | None,
+    code: str | None,
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = await post(client, INGEST, {"threats": [None] * threats}, **headers)
+    if code is None:  # the admin may ingest: its batch is then refused for its content
+        codes = {e["extensions"]["code"] for e in response.json()["errors"]}
+        assert codes == {"BAD_USER_INPUT"}
+    else:
+        assert refusal(response) == {"code": code}
+        assert coerced == []
+    assert calls == {}
+
+
+async def test_a_mutation_needing_another_role_is_forbidden_before_its_variables_are_read(
+    client: httpx.AsyncClient, coerced: list[int]
+) -> None:
+    query = "mutation($p: String) { ... on Mutation { clearCache(pattern: $p) { cleared } } }"
+    response = await post(client, query, {"p": "x"}, Authorization=f"Bearer {CRAWLER}")
+    assert refusal(response) == {"code": "FORBIDDEN"}
+    assert coerced == []
 
 
 @pytest.mark.parametrize(
