@@ -208,6 +208,18 @@ async def test_variables_over_the_values_limit_are_refused_uncoerced(
         assert body == {"data": {"threats": {"total": 0}}}
 
 
+async def test_a_crawlers_batch_is_not_held_to_the_values_limit_of_queries(
+    sqlite_db: Database,
+) -> None:
+    indicators = [{"kind": "URL", "value": f"https://x.test/{i}"} for i in range(200)]
+    batch = [crawled(n, indicators=indicators) for n in range(1, 11)]  # 6,000+ values
+    async with client_with(sqlite_db, GRAPHQL_MAX_VARIABLE_VALUES=1_000) as client:
+        body = (
+            await post(client, INGEST, {"threats": batch}, authorization=f"Bearer {CRAWLER}")
+        ).json()
+    assert body == {"data": {"ingestThreats": {"inserted": 10, "updated": 0, "unchanged": 0}}}
+
+
 async def test_variables_the_operation_does_not_declare_are_never_counted(
     sqlite_db: Database,
 ) -> None:
