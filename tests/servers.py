@@ -98,6 +98,16 @@ class Server:
                 self.kill()
             self.process = None
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Server]:
+        """Started, healthy, and stopped afterwards."""
+        self.start()
+        try:
+            await self.wait_healthy()
+            yield self
+        finally:
+            self.stop()
+
     def log_tail(self, lines: int = 20) -> str:
         if not self.log.exists():
             return "(no log)"
@@ -138,11 +148,9 @@ async def sqlite_server(
         base_env(DATABASE_URL=database, REDIS_URL=redis_url, CACHE_NAMESPACE=namespace, **env),
         folder,
     )
-    server.start()
     try:
-        await server.wait_healthy()
-        yield server
+        async with server.running():
+            yield server
     finally:
-        server.stop()
         async for key in redis.scan_iter(match=f"{namespace}:*", count=1000):
             await redis.unlink(key)

@@ -199,12 +199,8 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         CACHE_NAMESPACE="body-" + secrets.token_hex(4),
     )
     server = Server("body", env, tmp_path)
-    server.start()
-    try:
-        await server.wait_healthy()
+    async with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 async def test_a_100_mb_body_does_not_grow_the_server(server: Server) -> None:

@@ -25,12 +25,8 @@ async def serving(tmp_path: Path, **env: str) -> AsyncIterator[Server]:
     server = Server(
         "proto", base_env(DATABASE_URL=database, CACHE_ENABLED="false", **env), tmp_path
     )
-    server.start()
-    try:
-        await server.wait_healthy()
+    async with server.running():
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
