@@ -6,6 +6,8 @@ body that is not JSON, is answered as a GraphQL error with an `extensions.code`.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -102,6 +104,26 @@ def response_variant(scope: Scope) -> str | None:
     return negotiate(accept)
 
 
+# orjson sizes its reader's buffers from the input: a 9 MB body peaks at some 110 MB (12x), a
+# 4.4 MB crawler batch at 60 MB, where the standard library's parser peaks at 2-3x and is as
+# fast on bodies this large (8.3 ms against 9.5 ms for that batch). Large bodies go to it,
+# held to orjson's rules: strict UTF-8, no NaN or Infinity, no lone surrogates (a body that
+# escapes any surrogate is left to orjson, which refuses a lone one).
+LARGE_BODY = 256 * 1024
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(body: bytes) -> Any:
+    """The JSON value of a request body; ValueError (or RecursionError) when it is none."""
+    if len(body) <= LARGE_BODY or _ESCAPED_SURROGATE.search(body):
+        return orjson.loads(body)
+    return json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+
+
 def json_response(
     body: Any, status: int = 200, media_type: str = JSON, headers: dict[str, str] | None = None
 ) -> Response:
@@ -125,8 +147,8 @@ async def _params(request: Request) -> dict[str, Any]:
     if content_type not in (JSON, ""):
         raise BadRequest(f"send the request as {JSON}, not {content_type}")
     try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        parsed = loads(body)
+    except (ValueError, RecursionError):
         raise BadRequest("the request body is not valid JSON") from None
     if not isinstance(parsed, dict):
         raise BadRequest("the request body must be a JSON object with a 'query'")

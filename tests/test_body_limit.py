@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from cache import Cache, MemoryBackend
 from graph.app import create_app
+from graph.http import LARGE_BODY, loads
 from graph.settings import Settings
 from resolvers.store import Database
 from tests.conftest import CRAWLER, REDIS_URL
@@ -115,6 +117,93 @@ async def test_a_body_of_exactly_the_limit_is_answered(sqlite_db: Database) -> N
     assert ok.json() == {"data": {"stats": {"totalThreats": 0}}}
     assert over.status_code == 413
     assert over.json()["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+async def call_with(app: Any, body: bytes) -> tuple[int, dict[str, Any]]:
+    """POST `body` to the ASGI app in 64 KiB messages, as a server hands it over."""
+    pieces = [body[i : i + 2**16] for i in range(0, len(body), 2**16)]
+    call = Call(chunks=len(pieces), chunk=b"", declared=len(body))
+
+    async def receive() -> dict[str, Any]:
+        piece = pieces.pop(0)
+        return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+
+    call.receive = receive  # type: ignore[method-assign]
+    return await call.run(app)
+
+
+@pytest.mark.parametrize("operations", [True, False], ids=["operation-cache", "no-operation-cache"])
+async def test_a_large_body_under_the_limit_costs_a_few_times_its_size(
+    sqlite_db: Database, operations: bool
+) -> None:
+    body = orjson.dumps({"query": '{ threats(filter: {search: "' + "x" * 9_000_000})
+    app = app_with(sqlite_db, operations, MAX_BODY_BYTES=10 * 2**20)
+    await call_with(app, body)  # the code paths warmed
+    tracemalloc.start()
+    try:
+        status, answer = await call_with(app, body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    print(f"peak {peak / 2**20:.1f} MiB for a {len(body) / 2**20:.1f} MiB body")
+    assert (status, answer["errors"][0]["extensions"]["code"]) == (200, "QUERY_TOO_LARGE")
+    assert peak < 5 * len(body), f"{peak / 2**20:.0f} MiB for a {len(body) / 2**20:.0f} MiB body"
+
+
+PADDING = " " * LARGE_BODY  # JSON whitespace: what follows is parsed as a large body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"query": "{ stats { totalThreats } }", "variables": {"x": NaN}}',
+        b'{"query": "{ stats { totalThreats } }", "variables": {"x": -Infinity}}',
+        b'{"query": "{ stats { totalThreats } }", "variables": {"x": "\\ud800"}}',
+        b'{"query": "{ stats { totalThreats } }", "variables": {"x": "\xff"}}',
+        b'{"query": "{ stats { totalThreats } }", "variables": ' + b"[" * 100_000,
+        '{"query": "{ stats { totalThreats } }"}'.encode("utf-16"),
+    ],
+    ids=["NaN", "Infinity", "a lone surrogate", "not UTF-8", "100,000 deep", "UTF-16"],
+)
+async def test_a_large_body_is_held_to_the_json_rules_of_a_small_one(
+    sqlite_db: Database, body: bytes
+) -> None:
+    app = app_with(sqlite_db, False, MAX_BODY_BYTES=10 * 2**20)
+    large = (
+        body.replace(b"{", b"{" + PADDING.encode(), 1)
+        if body[:1] == b"{"
+        else body + PADDING.encode()
+    )
+    for sent in (body, large):
+        status, answer = await call_with(app, sent)
+        assert status == 400, (len(sent), answer)
+        assert answer["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+
+
+async def test_a_large_body_means_what_a_small_one_does(sqlite_db: Database) -> None:
+    app = app_with(sqlite_db, False, MAX_BODY_BYTES=10 * 2**20)
+    # As JSON text: the search is an emoji and an accented letter, both escaped.
+    query = r"{ threats(filter: {search: \"\ud83d\ude00 caf\u00e9\"}) { total } }"
+    small = ('{"query": "' + query + '"}').encode()
+    large = ('{"query": "' + query + '", "variables": {}' + PADDING + "}").encode()
+    assert len(large) > LARGE_BODY
+    answers = [await call_with(app, body) for body in (small, large)]
+    assert answers[0] == answers[1] == (200, {"data": {"threats": {"total": 0}}})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        r'{"s": "caf\u00e9 \u4e2d \n\t\"\\\/ é 中 😀", "n": [0, -1, 1.5, 2e10, 12345678901234567890]}',
+        r'{"s": "\ud83d\ude00", "t": null, "f": false, "o": {"a": {"b": []}}}',
+        r'{"dup": 1, "dup": 2}',
+    ],
+    ids=["escapes and numbers", "a surrogate pair", "a repeated key"],
+)
+def test_a_large_body_parses_to_what_orjson_gives(text: str) -> None:
+    large = text.replace("{", "{" + PADDING, 1).encode()
+    assert len(large) > LARGE_BODY
+    assert loads(large) == orjson.loads(text)
 
 
 async def test_the_default_limit_passes_a_crawler_batch_with_long_descriptions(
