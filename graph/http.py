@@ -252,7 +252,9 @@ def graphql_endpoint(
                     request.scope[OPERATION_NAME] = context.operation_name
         except QueryTooLarge as exc:
             log_errors([exc])
-            result = ExecutionResult(data=None, errors=[exc])  # answered as one that did not parse
+            # Answered as one that did not parse. Without its traceback: kept in `result`, it
+            # would hold this frame, and so the document, in a cycle until a full collection.
+            result = ExecutionResult(data=None, errors=[exc.with_traceback(None)])
         except ApiError as exc:
             return json_response(
                 http_error(exc), exc.status, media_type, {"cache-control": "no-store"}

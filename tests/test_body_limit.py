@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -148,6 +149,26 @@ async def test_a_large_body_under_the_limit_costs_a_few_times_its_size(
     print(f"peak {peak / 2**20:.1f} MiB for a {len(body) / 2**20:.1f} MiB body")
     assert (status, answer["errors"][0]["extensions"]["code"]) == (200, "QUERY_TOO_LARGE")
     assert peak < 5 * len(body), f"{peak / 2**20:.0f} MiB for a {len(body) / 2**20:.0f} MiB body"
+
+
+async def test_a_refused_large_document_is_freed_as_soon_as_it_is_answered(
+    sqlite_db: Database,
+) -> None:
+    body = orjson.dumps({"query": '{ threats(filter: {search: "' + "x" * 9_000_000})
+    app = app_with(sqlite_db, False, MAX_BODY_BYTES=10 * 2**20)
+    await call_with(app, body)  # the code paths warmed
+    gc.collect()
+    gc.disable()  # what is kept until the next collection shows
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        status, _ = await call_with(app, body)
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert status == 200
+    assert after - before < 2**20, f"{(after - before) / 2**20:.0f} MiB kept"
 
 
 PADDING = " " * LARGE_BODY  # JSON whitespace: what follows is parsed as a large body
