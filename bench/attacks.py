@@ -156,7 +156,7 @@ async def probing(port: int, attack: Callable[[], Awaitable[None]]) -> float:
 async def document_row(port: int, pid: int, name: str, query: str, before: str, repeat: int) -> Row:
     row = Row(name, before)
     body = orjson.dumps({"query": query})
-    peak = status(pid, "VmHWM")
+    peak, rss = status(pid, "VmHWM"), status(pid, "VmRSS")
 
     async def attack() -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
@@ -173,7 +173,31 @@ async def document_row(port: int, pid: int, name: str, query: str, before: str, 
 
     row.health_worst = await probing(port, attack)
     row.rss_growth = status(pid, "VmHWM") - peak
-    row.extra = f"{len(body) / 2**20:.1f} MiB sent"
+    kept = status(pid, "VmRSS") - rss
+    row.extra = f"{len(body) / 2**20:.1f} MiB sent; VmRSS {kept:+.0f} MB after the {repeat}"
+    return row
+
+
+async def parallel_row(port: int, pid: int, name: str, query: str, parallel: int) -> Row:
+    row = Row(f"{parallel} x {name} at once", "(not measured)")
+    body = orjson.dumps({"query": query})
+    peak = status(pid, "VmHWM")
+
+    async def one(http: httpx.AsyncClient) -> None:
+        started = time.perf_counter()
+        response = await http.post(
+            "/graphql", content=body, headers={"content-type": "application/json"}
+        )
+        row.seconds.append(time.perf_counter() - started)
+        row.answers.append(answer_of(response))
+
+    async def attack() -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            await asyncio.gather(*(one(http) for _ in range(parallel)))
+
+    row.health_worst = await probing(port, attack)
+    row.rss_growth = status(pid, "VmHWM") - peak
+    row.extra = f"{parallel * len(body) / 2**20:.1f} MiB sent"
     return row
 
 
@@ -276,6 +300,7 @@ async def run(port: int, pid: int, redis_port: int, repeat: int) -> list[Row]:
     rows = []
     for name, query, before in documents():
         rows.append(await document_row(port, pid, name, query, before, repeat))
+    rows.append(await parallel_row(port, pid, "9 MB documents", unterminated(9_000_000), 5))
     rows.append(await body_row(port, pid, chunked=False, parallel=1))
     rows.append(await body_row(port, pid, chunked=True, parallel=1))
     rows.append(await body_row(port, pid, chunked=False, parallel=5))
