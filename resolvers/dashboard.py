@@ -41,9 +41,7 @@ async def stats(db: Database, *, now: dt.datetime | None = None) -> Stats:
     # max() over ix_threats_ingested: one step down the index, not a scan.
     last = select(func.max(threats.c.ingested_at))
     scalars = select(partial.scalar_subquery(), whole.scalar_subquery(), last.scalar_subquery())
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(buckets)).all()
-        in_edge, in_whole, last_ingested = (await conn.execute(scalars)).one()
+    rows, [(in_edge, in_whole, last_ingested)] = await db.rows(buckets, scalars)
     counts: collections.Counter[Severity] = collections.Counter()
     sources: set[str] = set()
     for rank, source, n in rows:
@@ -76,8 +74,7 @@ async def trend(
     query = select(threat_hours.c.hour, threat_hours.c.n).where(
         threat_hours.c.hour >= start, threat_hours.c.hour < end
     )
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    [rows] = await db.rows(query)
     counts: collections.Counter[dt.date] = collections.Counter()
     for hour, n in rows:
         counts[hour.date()] += int(n)
@@ -90,8 +87,8 @@ async def severity_breakdown(db: Database) -> list[SeverityCount]:
     query = select(threat_totals.c.severity, func.sum(threat_totals.c.n)).group_by(
         threat_totals.c.severity
     )
-    async with db.engine.connect() as conn:
-        counts = {rank: n for rank, n in (await conn.execute(query)).all()}
+    [rows] = await db.rows(query)
+    counts = {rank: n for rank, n in rows}
     return [SeverityCount(severity=s, count=int(counts.get(s.rank, 0))) for s in Severity]
 
 
@@ -107,6 +104,5 @@ async def source_breakdown(db: Database, *, limit: int = 10) -> list[SourceCount
         .order_by(n.desc(), threat_totals.c.source)
         .limit(limit)
     )
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(query)).all()
+    [rows] = await db.rows(query)
     return [SourceCount(source=source, count=int(count)) for source, count in rows]

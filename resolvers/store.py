@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateIndex
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
@@ -142,6 +143,9 @@ BUSY_TIMEOUT_MS = 30_000
 _BEGIN = "vajra_sqlite_begin"
 
 
+CLOSE_WAIT = 10.0  # seconds close() waits for reads still running
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # sqlite3's own transaction control BEGINs lazily, before the first INSERT or UPDATE;
     # _sqlite_begin emits BEGIN itself instead.
@@ -211,6 +215,7 @@ class Database:
         # One SQLite write transaction at a time in this process: the others queue here,
         # without a deadline, rather than on the file lock's busy_timeout.
         self._writer = asyncio.Lock() if self.is_sqlite else None
+        self._reads: set[asyncio.Future[Any]] = set()  # see rows()
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._count)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_connect)
@@ -329,6 +334,26 @@ class Database:
         async with self.engine.connect() as conn:
             return [int(i) for i in (await conn.execute(query)).scalars().all()]
 
+    async def rows(self, *statements: Executable) -> list[Sequence[Any]]:
+        """Every row of each statement, in order, on one connection. Run to the end even when
+        the caller is cancelled (graphql-core cancels the other fields of a query when one
+        fails): a statement cut off mid-flight costs the pool its connection, which
+        SQLAlchemy then invalidates (on PostgreSQL, a new server process per request)."""
+
+        async def run() -> list[Sequence[Any]]:
+            async with self.engine.connect() as conn:
+                return [(await conn.execute(statement)).all() for statement in statements]
+
+        task = asyncio.ensure_future(run())
+        self._reads.add(task)
+        task.add_done_callback(self._read_done)
+        return await asyncio.shield(task)
+
+    def _read_done(self, task: asyncio.Future[Any]) -> None:
+        self._reads.discard(task)
+        if not task.cancelled():
+            task.exception()  # a read nobody waits for any more: not worth a warning
+
     async def count(self) -> int:
         async with self.engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(threats))).scalar_one())
@@ -339,6 +364,9 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def close(self) -> None:
+        """After the reads still running (their callers gone) have ended."""
+        if self._reads:
+            await asyncio.wait(self._reads, timeout=CLOSE_WAIT)
         await self.engine.dispose()
 
 

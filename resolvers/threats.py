@@ -92,15 +92,13 @@ async def list_threats(
     rows_query = rows_query.order_by(threats.c.published_at.desc(), threats.c.id.desc())
     rows_query = rows_query.limit(limit).offset((page - 1) * limit)
     total_query = _total_query(where, conditions)
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(rows_query)).all()
-        total = int((await conn.execute(total_query)).scalar_one())
+    rows, [(total,)] = await db.rows(rows_query, total_query)
     return ThreatPage(
         items=[row_to_threat(row) for row in rows],
-        total=total,
+        total=int(total),
         page=page,
         limit=limit,
-        has_next_page=page * limit < total,
+        has_next_page=page * limit < int(total),
     )
 
 
@@ -109,6 +107,5 @@ async def threats_by_ids(db: Database, ids: Iterable[int]) -> dict[int, Threat]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    async with db.engine.connect() as conn:
-        rows = (await conn.execute(select(threats).where(threats.c.id.in_(wanted)))).all()
+    [rows] = await db.rows(select(threats).where(threats.c.id.in_(wanted)))
     return {row.id: row_to_threat(row) for row in rows}
