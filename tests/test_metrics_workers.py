@@ -55,7 +55,10 @@ async def test_two_workers_counts_add_up_and_each_request_is_logged(server: Serv
     while len(nodes) < 2 or sent < 20:
         assert time.monotonic() < deadline, f"one worker answered everything: {nodes}"
         async with httpx.AsyncClient(base_url=server.url) as http:
-            answer = await http.post("/graphql", json={"query": DASH})
+            try:
+                answer = await http.post("/graphql", json={"query": DASH})
+            except httpx.TransportError as exc:  # a connection the server dropped: say why
+                pytest.fail(f"request {sent + 1}: {exc!r}\n{server.log_tail(60)}")
         assert answer.status_code == 200
         sent += 1
         node = answer.headers["x-cache-node"]
