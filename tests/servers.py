@@ -27,7 +27,7 @@ START_DEADLINE = 30.0
 def base_env(**values: str) -> dict[str, str]:
     """The inherited environment with this worktree's code first on the path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CACHE_", "VAJRA_"))}
-    env.update(PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING", **values)
+    env.update({"PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING", **values})
     return env
 
 

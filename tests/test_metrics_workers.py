@@ -34,6 +34,7 @@ async def server(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[Ser
         REDIS_URL=redis_server.url,
         CACHE_NAMESPACE="metrics-" + secrets.token_hex(4),
         CACHE_NODE_HEADER="true",
+        LOG_LEVEL="INFO",  # uvicorn's word on a worker it restarted, if a request fails
         # A directory of the test's own (emptied at start), not a temporary one that a
         # server killed on the way out would leave behind.
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
