@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -151,9 +152,20 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # _sqlite_begin emits BEGIN itself instead.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the crawler
-    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # Readers never wait for the crawler. Switching a new file to WAL needs it to itself, and
+    # SQLite refuses at once, without its busy handler, while another process is writing
+    # it (two workers starting on a new file): wait for that write as the handler would.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except Exception as exc:  # the driver's OperationalError, adapted or not
+            if "database is locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # only until a new file is in WAL: once, at a first start
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
     # SQLite's own lower() and LIKE fold ASCII letters only.
     dbapi_connection.create_function("vajra_lower", 1, _lower, deterministic=True)
