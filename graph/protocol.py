@@ -113,6 +113,13 @@ class ApiHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.upgraded:
             return
+        if self.in_head and self.head_bytes + len(data) <= self.max_head:
+            # The common read: a whole request (or the start of one) within the limit.
+            if not self.line_done and b"\n" in data:
+                self.line_done = True
+            self.head_bytes += len(data)
+            super().data_received(data)
+            data = b""
         while data and not (self._finished() or self.upgraded):
             if not self.in_head:
                 # A head that begins in this read after a body ends is counted from the next
