@@ -98,10 +98,11 @@ class OperationCache:
         ):
             await self.app(scope, receive, send)
             return
-        declared = header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > KEYED_BYTES:
-            await self._miss(cache, None, scope, receive, send)  # not read here at all
-            return
+        if scope["method"] == "POST":  # a GET's hits pay no header scan for this
+            declared = header(scope, b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > KEYED_BYTES:
+                await self._miss(cache, None, scope, receive, send)  # not read here at all
+                return
         body, receive = await buffer(receive)
         if len(body) + len(scope.get("query_string", b"")) > KEYED_BYTES:
             await self._miss(cache, None, scope, receive, send)

@@ -68,8 +68,8 @@ class Limits:
     max_directives: int = 50
     max_cost: int = 5_000
     max_document_bytes: int = 32 * 1024  # lexing this much takes at most a few ms
-    # Values in an operation's variables (every list item, object and field counts one):
-    # the crawler's 1,000-threat batch with 10 tags and 10 indicators each is 51,000.
+    # Values in a query's variables (every list item, object and field counts one; a
+    # mutation's are not counted, see check_variables).
     max_variable_values: int = 100_000
 
 
@@ -342,9 +342,9 @@ class QueryLimits(SchemaExtension):
         refusal = document.check_cost(context, self.limits)
         if refusal is not None:
             return [refusal]
+        # `documents` is this schema's own, so hide_suggestions is the same for every entry.
         rules = context.validation_rules
-        key = (*rules, _HiddenSuggestions) if self.hide_suggestions else rules
-        errors = document.validated.get(key)
+        errors = document.validated.get(rules)
         if errors is None:
             errors = validate(
                 context.schema._schema,
@@ -352,12 +352,8 @@ class QueryLimits(SchemaExtension):
                 (*rules, MaybeNullValidationRule, OneOfInputValidationRule),
                 hide_suggestions=self.hide_suggestions,
             )
-            document.validated[key] = errors
+            document.validated[rules] = errors
         return list(errors)
-
-
-class _HiddenSuggestions(ASTValidationRule):
-    """Never run: marks, in a document's validation cache, errors found without suggestions."""
 
 
 def _operations(document: DocumentNode) -> int:
